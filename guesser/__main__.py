@@ -1,0 +1,3 @@
+from guesser.cli import main
+
+main()

@@ -1,0 +1,268 @@
+"""The ensemble: the best model of each member, one prediction for a waveform.
+
+Shared by ``guesser classify`` and ``guesser play``. How scores combine:
+
+* labels: per-label probabilities averaged over the multi-label models
+  (each model on its own features, sliding windows averaged over the clip);
+* families: each label model's probabilities are folded into family scores
+  (a family scores as its most probable label, see :mod:`guesser.labels`), and
+  averaged with the softmax of every family model; each model counts once.
+
+Models with the same front-end share one log-mel computation (they differ only
+in normalisation statistics), so the ensemble costs little more than its
+networks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from guesser.checkpoint import load_checkpoint
+from guesser.errors import CheckpointError
+from guesser.features import FeatureConfig, log_mel, fit_frames, normalize, window_starts
+from guesser.labels import FAMILIES_6, default_label_space
+from guesser.models import TASK_FAMILIES, TASK_LABELS, build_model
+
+INDEX_NAME = "index.json"
+
+
+@dataclass(frozen=True)
+class Scored:
+    name: str
+    score: float
+
+
+@dataclass
+class ModelOutput:
+    """What one model said: its ranked classes (labels or families)."""
+
+    name: str
+    member: str
+    task: str
+    ranking: list[Scored]
+
+    def to_json(self, top_k: int = 5) -> dict:
+        key = "label" if self.task == TASK_LABELS else "family"
+        return {"name": self.name, "member": self.member, "task": self.task,
+                "top": [{key: s.name, "score": round(s.score, 6)} for s in self.ranking[:top_k]]}
+
+
+@dataclass
+class Window:
+    start: float  # seconds
+    end: float
+    labels: list[Scored]
+
+
+@dataclass
+class Prediction:
+    labels: list[Scored]  # all labels, ranked
+    families: list[Scored]  # ranked
+    models: list[ModelOutput]
+    agreement: float  # share of models whose top family is the ensemble's
+    duration: float
+    windows: list[Window] = field(default_factory=list)
+    seconds: float = 0.0  # compute time
+
+    def top(self, k: int) -> list[Scored]:
+        return self.labels if k <= 0 else self.labels[:k]
+
+    def to_json(self, file: str | None = None, top_k: int = 10) -> dict:
+        out: dict = {}
+        if file is not None:
+            out["file"] = file
+        out["labels"] = [{"label": s.name, "score": round(s.score, 6)} for s in self.top(top_k)]
+        out["families"] = [{"family": s.name, "score": round(s.score, 6)} for s in self.families]
+        out["models"] = [m.to_json() for m in self.models]
+        out["agreement"] = round(self.agreement, 4)
+        out["duration"] = round(self.duration, 3)
+        if self.windows:
+            out["timeline"] = [{"start": round(w.start, 3), "end": round(w.end, 3),
+                                "labels": [{"label": s.name, "score": round(s.score, 6)} for s in w.labels]}
+                               for w in self.windows]
+        return out
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    member: str
+    task: str
+    classes: tuple[str, ...]
+    features: FeatureConfig
+    module: torch.nn.Module
+    path: Path
+    meta: dict
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """A checkpoint -> ready-to-run module, checked against its own metadata."""
+    path = Path(path)
+    tensors, meta = load_checkpoint(path, dtype=torch.float32)
+    if meta.get("kind") != "model":
+        raise CheckpointError(f"{path}: a {meta.get('kind', 'unknown')} checkpoint, not a model (use best.safetensors)")
+    try:
+        features = FeatureConfig.from_dict(meta["features"])
+        module = build_model(meta["arch"], len(meta["classes"]), **meta.get("model_hparams", {}))
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: metadata does not describe a guesser model ({e})") from None
+    if not features.has_stats:
+        raise CheckpointError(f"{path}: feature config lacks normalisation statistics")
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else "mismatch"
+        raise CheckpointError(f"{path}: weights do not match its metadata ({first})") from None
+    module.eval()
+    module = module.to(memory_format=torch.channels_last)
+    return LoadedModel(meta.get("name", path.stem), meta.get("member", meta.get("arch")), meta["task"],
+                       tuple(meta["classes"]), features, module, path, meta)
+
+
+def default_models_index() -> Path:
+    """Where the shipped models are: $GUESSER_MODELS, else ``assets/models/index.json`` beside the package."""
+    env = os.environ.get("GUESSER_MODELS")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "assets" / "models" / INDEX_NAME, here / "_assets" / "models" / INDEX_NAME):
+        if cand.is_file():
+            return cand
+    return here.parent / "assets" / "models" / INDEX_NAME
+
+
+def resolve_model_paths(sources: Iterable[str | Path] | None) -> list[Path]:
+    """Index files and/or checkpoints (or a folder holding index.json) -> checkpoint paths."""
+    sources = list(sources or [default_models_index()])
+    paths: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            p = p / INDEX_NAME
+        if not p.exists():
+            raise CheckpointError(f"{p}: no models found there (train some with 'guesser train multi', or pass --models)")
+        if p.suffix == ".json":
+            try:
+                index = json.loads(p.read_text())
+                entries = index["models"]
+                paths += [(p.parent / e["path"]).resolve() for e in entries]
+            except (ValueError, KeyError, TypeError):
+                raise CheckpointError(f"{p}: not a guesser models index") from None
+        else:
+            paths.append(p)
+    if not paths:
+        raise CheckpointError("no models to run")
+    return paths
+
+
+class Ensemble:
+    """Load once, then :meth:`predict` any number of waveforms."""
+
+    def __init__(self, models: list[LoadedModel], window_hop_seconds: float | None = None):
+        if not models:
+            raise CheckpointError("an ensemble needs at least one model")
+        self.models = models
+        self.space = default_label_space()
+        self.label_names: tuple[str, ...] = self.space.vocabulary.names
+        self.family_names: tuple[str, ...] = FAMILIES_6
+        self._fold = torch.from_numpy(self.space.family_matrix(FAMILIES_6))  # [200, 6]
+        self.window_hop_seconds = window_hop_seconds
+        for m in models:
+            if m.task == TASK_LABELS and m.classes != self.label_names:
+                raise CheckpointError(f"{m.path}: its labels are not FSD50K's 200-label vocabulary")
+            if m.task == TASK_FAMILIES and not set(m.classes) <= set(FAMILIES_6):
+                raise CheckpointError(f"{m.path}: unknown families {sorted(set(m.classes) - set(FAMILIES_6))}")
+        torch.set_grad_enabled(False)
+
+    @classmethod
+    def load(cls, sources: Iterable[str | Path] | None = None) -> "Ensemble":
+        return cls([load_model(p) for p in resolve_model_paths(sources)])
+
+    @property
+    def label_models(self) -> list[LoadedModel]:
+        return [m for m in self.models if m.task == TASK_LABELS]
+
+    @property
+    def window_seconds(self) -> float:
+        return max(m.features.clip_seconds for m in self.models)
+
+    def known_labels(self) -> list[str]:
+        """Labels the shipped models have actually seen in training (from their metadata), else all."""
+        seen: set[str] = set()
+        for m in self.label_models:
+            seen |= set(m.meta.get("trained_labels", []))
+        return [n for n in self.label_names if n in seen] if seen else list(self.label_names)
+
+    def predict(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, *, timeline: bool = False) -> Prediction:
+        """[samples] or [channels, samples] at any rate -> :class:`Prediction`."""
+        t0 = time.perf_counter()
+        wav = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
+        duration = wav.shape[-1] / sample_rate
+        logmels: dict[str, torch.Tensor] = {}
+        label_probs: list[torch.Tensor] = []
+        window_probs: list[torch.Tensor] = []
+        starts_for_timeline: tuple[list[int], FeatureConfig] | None = None
+        family_sources: list[torch.Tensor] = []
+        outputs: list[ModelOutput] = []
+        tops: list[int] = []  # each model's top family
+        for m in self.models:
+            cfg = m.features
+            if cfg.key not in logmels:
+                logmels[cfg.key] = log_mel(wav, sample_rate, cfg)
+            lm = logmels[cfg.key]
+            hop = int(round(self.window_hop_seconds * cfg.frames_per_second)) if self.window_hop_seconds else None
+            starts = window_starts(lm.shape[-1], cfg.clip_frames, hop)
+            x = normalize(torch.stack([fit_frames(lm, cfg.clip_frames, cfg.short, s) for s in starts]), cfg)
+            x = x.unsqueeze(1).contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                logits = m.module(x).float()
+            if m.task == TASK_LABELS:
+                pw = torch.sigmoid(logits)  # [W, 200]
+                p = pw.mean(dim=0)
+                label_probs.append(p)
+                window_probs.append(pw)
+                if starts_for_timeline is None:
+                    starts_for_timeline = (starts, cfg)
+                fam = self._fold_families(p)
+                family_sources.append(fam)
+                tops.append(int(fam.argmax()))
+                outputs.append(ModelOutput(m.name, m.member, m.task, _rank(self.label_names, p)))
+            else:
+                p = torch.softmax(logits, dim=-1).mean(dim=0)
+                full = torch.zeros(len(self.family_names))
+                for i, c in enumerate(m.classes):
+                    full[self.family_names.index(c)] = p[i]
+                family_sources.append(full)
+                tops.append(int(full.argmax()))
+                outputs.append(ModelOutput(m.name, m.member, m.task, _rank(m.classes, p)))
+        labels = torch.stack(label_probs).mean(dim=0) if label_probs else torch.zeros(len(self.label_names))
+        families = torch.stack(family_sources).mean(dim=0)
+        fam_rank = _rank(self.family_names, families)
+        agreement = sum(t == int(families.argmax()) for t in tops) / len(tops)
+        windows: list[Window] = []
+        if timeline and starts_for_timeline is not None:
+            starts, cfg = starts_for_timeline
+            per_window = torch.stack([wp for wp in window_probs if wp.shape[0] == len(starts)]).mean(dim=0)
+            for s, pw in zip(starts, per_window):
+                a = s / cfg.frames_per_second
+                windows.append(Window(a, min(a + cfg.clip_seconds, duration), _rank(self.label_names, pw)[:5]))
+        return Prediction(_rank(self.label_names, labels), fam_rank, outputs, agreement, duration, windows,
+                          time.perf_counter() - t0)
+
+    def _fold_families(self, p: torch.Tensor) -> torch.Tensor:
+        """[200] label probabilities -> [6] family scores: the most probable label of each family."""
+        return (p[:, None] * self._fold).amax(dim=0)
+
+
+def _rank(names, probs: torch.Tensor) -> list[Scored]:
+    order = torch.argsort(probs, descending=True, stable=True).tolist()
+    return [Scored(names[i], float(probs[i])) for i in order]
+

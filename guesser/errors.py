@@ -1,0 +1,35 @@
+"""User-facing errors.
+
+Anything a user can cause (a bad file, a wrong CSV, no microphone) raises a
+``GuesserError``. The CLI turns it into one red line and a non-zero exit, so a
+user never sees a traceback for their own mistake; programming errors still
+surface with their traceback.
+"""
+
+from __future__ import annotations
+
+
+class GuesserError(Exception):
+    """An error caused by input or environment, explained in one line."""
+
+    exit_code = 1
+
+
+class AudioError(GuesserError):
+    """A file that cannot be decoded, is empty, silent-by-NaN, or not audio."""
+
+
+class DataError(GuesserError):
+    """A data set that does not follow FSD50K's layout (missing folder, bad CSV row, unknown label)."""
+
+
+class CheckpointError(GuesserError):
+    """A file that is not a guesser checkpoint, or disagrees with its own metadata."""
+
+
+class DeviceError(GuesserError):
+    """No usable input/output audio device (none present, permission denied, lost)."""
+
+
+class RecipeError(GuesserError):
+    """A recipe file with unknown keys or values out of range."""

@@ -1,0 +1,254 @@
+"""The one log-mel front-end, shared by the trainer and the app.
+
+A model must see at inference exactly what it saw in training, so there is one
+path from a waveform to what a model sees, and both the cache builder
+(``trainer.cache``) and the app (``guesser.ensemble``) go through it:
+
+    waveform (any rate, any channels)
+      └─ log_mel()        mono, resample, |STFT|², mel (slaney), 10·log10(max(·, amin))
+           └─ [cache]     float16 frames, full clip length
+      └─ fit_frames()     tile (short clip) or crop to the model's window
+      └─ normalize()      (x - mean) / std with stats from the train split
+
+The log-mel is rounded to float16 precision at the source, so a clip's frames
+read back from the float16 cache are *bit-identical* to the frames the app
+computes live (the rounding is ~0.03 dB at 60 dB, far below anything audible).
+
+Every setting lives in :class:`FeatureConfig`, which travels inside each
+checkpoint; ``FeatureConfig.key`` (every setting but the statistics) names the
+cache a recipe needs. The PANNs preset reproduces PANNs' own front-end (32 kHz,
+window 1024, hop 320, 64 mels, 50-14 000 Hz, slaney filters, 10·log10 power with
+amin 1e-10, no normalisation here: their ``bn0`` does it) so that official
+weights see what they were trained on.
+
+Shapes in docstrings: M = n_mels, T = frames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+
+ShortPolicy = Literal["tile", "pad"]
+NormPolicy = Literal["global", "per_mel", "none"]
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Everything that decides what a model sees. Stored in checkpoints and cache headers."""
+
+    sample_rate: int = 22050
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_length: int = 256
+    n_mels: int = 128
+    f_min: float = 0.0
+    f_max: float | None = None  # None: Nyquist
+    amin: float = 1e-10
+    clip_seconds: float = 6.0  # the model's window
+    short: ShortPolicy = "tile"  # a clip shorter than the window is tiled (or zero-padded)
+    norm: NormPolicy = "global"
+    mean: tuple[float, ...] | None = field(default=None, compare=True)
+    std: tuple[float, ...] | None = field(default=None, compare=True)
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames in one model window: 6 s at 22 050 Hz, hop 256 -> 516, as in the student project."""
+        return int(self.clip_seconds * self.sample_rate // self.hop_length)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def key(self) -> str:
+        """A short name for everything that changes the cached frames (stats and window excluded)."""
+        d = asdict(self)
+        for k in ("mean", "std", "clip_seconds", "short", "norm"):
+            d.pop(k)
+        blob = json.dumps(d, sort_keys=True).encode()
+        return f"sr{self.sample_rate}-m{self.n_mels}-h{self.hop_length}-" + hashlib.sha1(blob).hexdigest()[:8]
+
+    @property
+    def has_stats(self) -> bool:
+        return self.norm == "none" or (self.mean is not None and self.std is not None)
+
+    def with_stats(self, mean: Sequence[float], std: Sequence[float]) -> "FeatureConfig":
+        return replace(self, mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("mean", "std"):
+            d[k] = list(d[k]) if d[k] is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown feature settings: {sorted(unknown)}")
+        d = dict(d)
+        for k in ("mean", "std"):
+            if d.get(k) is not None:
+                d[k] = tuple(float(x) for x in d[k])
+        return cls(**d)
+
+
+SEED_CNN = FeatureConfig()
+"""The student project's front-end: 22 050 Hz, 128 mels, 6 s -> [128, 516]."""
+
+PANNS = FeatureConfig(
+    sample_rate=32000,
+    n_fft=1024,
+    win_length=1024,
+    hop_length=320,
+    n_mels=64,
+    f_min=50.0,
+    f_max=14000.0,
+    amin=1e-10,
+    clip_seconds=6.0,
+    norm="none",
+)
+"""PANNs' front-end (Kong et al. 2020): pretrained CNN6 weights expect exactly this."""
+
+
+@lru_cache(maxsize=8)
+def _mel_filters(n_fft: int, n_mels: int, sample_rate: int, f_min: float, f_max: float) -> torch.Tensor:
+    """[n_fft//2+1, M] slaney-scale, slaney-normalised filters (librosa's defaults, as PANNs uses)."""
+    import torchaudio.functional as AF
+
+    return AF.melscale_fbanks(
+        n_freqs=n_fft // 2 + 1,
+        f_min=f_min,
+        f_max=f_max,
+        n_mels=n_mels,
+        sample_rate=sample_rate,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+
+
+@lru_cache(maxsize=8)
+def _window(win_length: int) -> torch.Tensor:
+    return torch.hann_window(win_length, periodic=True)
+
+
+def to_mono(waveform: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """[samples] or [channels, samples] -> float32 [samples] (channel mean)."""
+    x = torch.as_tensor(waveform, dtype=torch.float32)
+    if x.ndim == 2:
+        x = x.mean(dim=0)
+    if x.ndim != 1:
+        raise ValueError(f"expected [samples] or [channels, samples], got shape {tuple(x.shape)}")
+    return x
+
+
+def resample(x: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    """Band-limited sinc resampling (torchaudio); a no-op when the rates agree."""
+    if orig_sr == new_sr:
+        return x
+    import torchaudio.functional as AF
+
+    return AF.resample(x, orig_sr, new_sr)
+
+
+def log_mel(waveform: np.ndarray | torch.Tensor, sample_rate: int, cfg: FeatureConfig) -> torch.Tensor:
+    """Waveform of any rate and channel count -> float32 log-mel [M, T], float16-exact.
+
+    T = 1 + samples // hop at ``cfg.sample_rate`` (centred frames). Clips shorter
+    than one FFT window are tiled up to it first, so even a 10 ms click has frames.
+    """
+    x = resample(to_mono(waveform), sample_rate, cfg.sample_rate)
+    if x.numel() == 0:
+        raise ValueError("empty waveform")
+    if x.numel() <= cfg.n_fft:
+        x = x.repeat(cfg.n_fft // x.numel() + 1)
+    spec = torch.stft(
+        x,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        win_length=cfg.win_length,
+        window=_window(cfg.win_length),
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
+    power = spec.real.square() + spec.imag.square()  # [F, T]
+    fb = _mel_filters(cfg.n_fft, cfg.n_mels, cfg.sample_rate, cfg.f_min, cfg.f_max or cfg.sample_rate / 2)
+    mel = fb.T @ power  # [M, T]
+    db = 10.0 * torch.log10(torch.clamp(mel, min=cfg.amin))
+    return db.half().float()
+
+
+def fit_frames(
+    logmel: torch.Tensor, n_frames: int, policy: ShortPolicy = "tile", start: int | None = None
+) -> torch.Tensor:
+    """[..., M, T] -> [..., M, n_frames]: crop a window from a long clip, tile or zero-pad a short one.
+
+    ``start`` picks the crop (the trainer passes a random one); None takes the
+    centre, so evaluation is deterministic. Tiling repeats the whole clip: a 1 s
+    clap stays a clap-shaped input rather than 1 s of sound in 5 s of silence.
+    """
+    t = logmel.shape[-1]
+    if t == n_frames:
+        return logmel
+    if t > n_frames:
+        s = (t - n_frames) // 2 if start is None else max(0, min(int(start), t - n_frames))
+        return logmel[..., s : s + n_frames]
+    if policy == "tile":
+        reps = -(-n_frames // t)
+        return logmel.repeat(*([1] * (logmel.ndim - 1)), reps)[..., :n_frames]
+    pad = torch.full((*logmel.shape[:-1], n_frames - t), float(10.0 * np.log10(1e-10)), dtype=logmel.dtype)
+    return torch.cat([logmel, pad], dim=-1)
+
+
+def window_starts(n_total: int, n_frames: int, hop_frames: int | None = None) -> list[int]:
+    """Starts of sliding windows covering a clip of ``n_total`` frames (the last one flush with the end).
+
+    A clip at most 10 % longer than the window gets one centred window (a 6 s
+    clip has 517 centred frames for a 516-frame window: one window, not two).
+    """
+    if n_total <= n_frames:
+        return [0]
+    if n_total <= n_frames * 1.1:
+        return [(n_total - n_frames) // 2]
+    hop = hop_frames or n_frames // 2
+    starts = list(range(0, n_total - n_frames + 1, hop))
+    if starts[-1] != n_total - n_frames:
+        starts.append(n_total - n_frames)
+    return starts
+
+
+def normalize(x: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
+    """(x - mean) / std over the mel axis (-2), with the train split's statistics from ``cfg``."""
+    if cfg.norm == "none":
+        return x
+    if cfg.mean is None or cfg.std is None:
+        raise ValueError("feature config has no normalisation statistics (compute them on the train split)")
+    mean = torch.tensor(cfg.mean, dtype=x.dtype)
+    std = torch.tensor(cfg.std, dtype=x.dtype)
+    if cfg.norm == "per_mel":
+        mean, std = mean[:, None], std[:, None]
+    return (x - mean) / std
+
+
+def model_windows(
+    waveform: np.ndarray | torch.Tensor, sample_rate: int, cfg: FeatureConfig, hop_seconds: float | None = None
+) -> tuple[torch.Tensor, list[int]]:
+    """Waveform -> ([W, 1, M, clip_frames] normalised model inputs, window starts in frames).
+
+    One window for a clip up to the model's length (tiled if shorter); sliding
+    windows (half-overlapping unless ``hop_seconds``) for longer clips.
+    """
+    lm = log_mel(waveform, sample_rate, cfg)
+    hop = int(round(hop_seconds * cfg.frames_per_second)) if hop_seconds else None
+    starts = window_starts(lm.shape[-1], cfg.clip_frames, hop)
+    wins = torch.stack([fit_frames(lm, cfg.clip_frames, cfg.short, s) for s in starts])
+    return normalize(wins, cfg).unsqueeze(1), starts

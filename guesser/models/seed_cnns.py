@@ -1,0 +1,68 @@
+"""The student project's CNNs, reproduced exactly.
+
+All three are stacks of [Conv3×3 → BatchNorm → ReLU → MaxPool 2×2] followed by
+an adaptive average pool to a fixed 4×4 map, flattened into an MLP head. The
+adaptive pool is what makes cnn4's head 128×4×4 = 2048 wide on a [B,1,128,516]
+input and gives its published 1,472,776 parameters; it also lets the same
+weights run on any window length.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+def mlp_head(widths: list[int], dropouts: list[float]) -> nn.Sequential:
+    """Linear layers ``widths[0] -> … -> widths[-1]`` with ReLU + dropout between them."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers += [nn.ReLU(inplace=True), nn.Dropout(dropouts[i])]
+    return nn.Sequential(*layers)
+
+
+class SeedCnn(nn.Module):
+    """Conv blocks -> adaptive avg pool (4×4) -> flatten -> MLP head -> logits."""
+
+    def __init__(self, channels: list[int], hidden: list[int], dropouts: list[float], n_outputs: int):
+        super().__init__()
+        chans = [1, *channels]
+        self.features = nn.Sequential(*[conv_block(a, b) for a, b in zip(chans[:-1], chans[1:])])
+        self.pool = nn.AdaptiveAvgPool2d((4, 4))
+        self.head = mlp_head([channels[-1] * 16, *hidden, n_outputs], dropouts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, 1, M, T] -> [B, n_outputs] logits."""
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+class Cnn4(SeedCnn):
+    """cnn4: 32-64-128-128 channels, head 2048→512→256→n, dropout 0.3/0.2 (1,472,776 params for 200)."""
+
+    def __init__(self, n_outputs: int = 200, dropout: tuple[float, float] = (0.3, 0.2)):
+        super().__init__([32, 64, 128, 128], [512, 256], list(dropout), n_outputs)
+
+
+class Cnn3(SeedCnn):
+    """cnn3: 32-64-128 channels, head 2048→576→n, dropout 0.3 (1,388,744 params for 200)."""
+
+    def __init__(self, n_outputs: int = 200, dropout: tuple[float] = (0.3,)):
+        super().__init__([32, 64, 128], [576], list(dropout), n_outputs)
+
+
+class FamilyCnn(SeedCnn):
+    """family CNN: 32-64-128 channels, head 2048→256→n, dropout 0.3 (single-label families)."""
+
+    def __init__(self, n_outputs: int = 6, dropout: tuple[float] = (0.3,)):
+        super().__init__([32, 64, 128], [256], list(dropout), n_outputs)

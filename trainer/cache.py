@@ -1,0 +1,388 @@
+"""The consolidated, memory-mapped log-mel cache.
+
+The student project kept one tensor file per clip (51k files, ~8 GB) that were
+slow to copy and to open. Here every split is one float16 array of all its
+frames plus an index of offsets, lengths and targets::
+
+    CACHE/<feature key>/
+      features.json               the FeatureConfig the frames were made with (no stats)
+      train.frames.npy            float16 [sum of frames, M], clip after clip (np.load(mmap_mode="r"))
+      train.index.npz             fnames, offsets, lengths, targets [N, 200] uint8, vocabulary
+      val.* eval.*
+      stats.json                  mean/std of the train split (global and per mel bin)
+      report.json                 clips that were skipped, and why
+      manifest.json               written last: the cache is complete
+
+Building is split into chunks of clips; each chunk becomes a part file written
+atomically by a worker process. A rerun skips finished parts, so a build killed
+at any point (``kill -9`` included) resumes and ends byte-identical to an
+uninterrupted one; ``--shard i/n`` builds every n-th chunk so several machines
+can share the work, and the last one to finish (or ``--merge``) joins the parts.
+Clips are stored at full length; the loader crops or tiles at train time.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing as mp
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from guesser.checkpoint import atomic_write, atomic_write_text
+from guesser.errors import DataError, GuesserError
+from guesser.features import FeatureConfig
+from trainer.fsd50k import SPLITS, Fsd50k
+
+CHUNK = 32
+CACHE_VERSION = 1
+
+
+def cache_dir(out: str | Path, cfg: FeatureConfig) -> Path:
+    return Path(out) / cfg.key
+
+
+@dataclass
+class BuildResult:
+    directory: Path
+    clips: dict[str, int] = field(default_factory=dict)
+    skipped: list[dict] = field(default_factory=list)
+    merged: bool = False
+    seconds: float = 0.0
+
+
+# ---------------------------------------------------------------- workers
+
+def _compute_chunk(task: tuple) -> tuple[str, int, int, list[tuple[str, str]]]:
+    """Worker: decode + log-mel one chunk of clips and write its part file atomically."""
+    split, chunk_id, items, cfg_dict, part_path = task
+    import torch
+
+    from guesser.audio import load_audio
+    from guesser.errors import AudioError
+    from guesser.features import log_mel
+
+    torch.set_num_threads(1)
+    cfg = FeatureConfig.from_dict(cfg_dict)
+    frames, lengths, fnames, failed = [], [], [], []
+    for fname, path in items:
+        if path is None:
+            failed.append((fname, "audio file not found"))
+            continue
+        try:
+            audio = load_audio(path)
+            lm = log_mel(audio.samples, audio.sample_rate, cfg)  # [M, T]
+        except AudioError as e:
+            failed.append((fname, str(e).split(": ", 1)[-1]))
+            continue
+        frames.append(lm.T.numpy().astype(np.float16))
+        lengths.append(lm.shape[1])
+        fnames.append(fname)
+    arr = np.concatenate(frames) if frames else np.zeros((0, cfg.n_mels), np.float16)
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez(
+                f,
+                frames=arr,
+                lengths=np.asarray(lengths, np.int64),
+                fnames=np.asarray(fnames, dtype=str),
+                failed=np.asarray([a for a, _ in failed], dtype=str),
+                reasons=np.asarray([b for _, b in failed], dtype=str),
+            )
+
+    _guard_disk(lambda: atomic_write(Path(part_path), write), part_path)
+    return split, chunk_id, len(items), failed
+
+
+def _guard_disk(fn: Callable[[], None], what) -> None:
+    try:
+        fn()
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise GuesserError(f"disk full while writing {what}; free some space and rerun: finished parts are kept") from None
+        raise
+
+
+# ---------------------------------------------------------------- building
+
+def _parts_dir(d: Path) -> Path:
+    return d / "parts"
+
+
+def _part_path(d: Path, split: str, chunk: int) -> Path:
+    return _parts_dir(d) / f"{split}-{chunk:06d}.npz"
+
+
+def _chunks(n: int) -> int:
+    return (n + CHUNK - 1) // CHUNK
+
+
+def is_complete(d: Path) -> bool:
+    return (d / "manifest.json").is_file()
+
+
+def build_cache(
+    data_root: str | Path,
+    out: str | Path,
+    cfg: FeatureConfig,
+    *,
+    jobs: int | None = None,
+    shard: tuple[int, int] = (0, 1),
+    splits: Iterable[str] = SPLITS,
+    merge: bool = True,
+    progress: bool = True,
+    on_chunk: Callable[[str, int], None] | None = None,
+) -> BuildResult:
+    """Build (or resume) the cache for ``cfg`` under ``out``; see the module doc.
+
+    ``shard=(i, n)`` builds chunks ``c`` with ``c % n == i``; the parts are
+    merged once every chunk of every split exists (by whichever shard finishes
+    last, or by a later call with ``merge=True``). ``on_chunk`` is called after
+    each finished chunk (tests use it to simulate a crash).
+    """
+    t0 = time.perf_counter()
+    cfg = FeatureConfig.from_dict({**cfg.to_dict(), "mean": None, "std": None})
+    ds = Fsd50k.open(data_root)
+    d = cache_dir(out, cfg)
+    result = BuildResult(d)
+    if is_complete(d):
+        manifest = json.loads((d / "manifest.json").read_text())
+        result.clips = manifest["clips"]
+        result.skipped = json.loads((d / "report.json").read_text())["skipped"]
+        result.merged = True
+        return result
+    _guard_disk(lambda: _parts_dir(d).mkdir(parents=True, exist_ok=True), d)
+    feat_file = d / "features.json"
+    _guard_disk(lambda: atomic_write_text(feat_file, json.dumps(cfg.to_dict(), indent=1)), feat_file)
+
+    splits = list(splits)
+    i, n = shard
+    tasks = []
+    for split in splits:
+        clips = ds.splits[split].clips
+        for c in range(_chunks(len(clips))):
+            if c % n != i or _part_path(d, split, c).exists():
+                continue
+            items = [(cl.fname, str(cl.path) if cl.path else None) for cl in clips[c * CHUNK : (c + 1) * CHUNK]]
+            tasks.append((split, c, items, cfg.to_dict(), str(_part_path(d, split, c))))
+    total = sum(len(t[2]) for t in tasks)
+    _run_tasks(tasks, total, jobs or os.cpu_count() or 1, progress, on_chunk, f"log-mel {cfg.key}")
+
+    if merge and all(_part_path(d, s, c).exists() for s in splits for c in range(_chunks(len(ds.splits[s])))):
+        lock = d / ".merge.lock"
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            os.close(fd)
+        except FileExistsError:
+            return result  # another shard is merging
+        try:
+            result = merge_parts(ds, d, cfg, splits)
+        finally:
+            lock.unlink(missing_ok=True)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _run_tasks(tasks, total, jobs, progress, on_chunk, title) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]:>7.1f} clips/s"),
+        TimeRemainingColumn(),
+    ]
+    t0 = time.perf_counter()
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        job = bar.add_task(title, total=total, rate=0.0)
+        done = 0
+
+        def finished(res) -> None:
+            nonlocal done
+            split, chunk, count, _ = res
+            done += count
+            bar.update(job, advance=count, rate=done / max(time.perf_counter() - t0, 1e-9))
+            if on_chunk:
+                on_chunk(split, chunk)
+
+        if jobs <= 1 or len(tasks) <= 1:
+            for t in tasks:
+                finished(_compute_chunk(t))
+        else:
+            ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
+            with ctx.Pool(jobs) as pool:
+                for res in pool.imap_unordered(_compute_chunk, tasks):
+                    finished(res)
+
+
+def merge_parts(ds: Fsd50k, d: Path, cfg: FeatureConfig, splits: list[str]) -> BuildResult:
+    """Join the part files of every split into one memory-mapped array + index; compute train stats."""
+    result = BuildResult(d, merged=True)
+    skipped: list[dict] = []
+    vocab = np.asarray(ds.vocabulary.names, dtype=str)
+    for split in splits:
+        clips = ds.splits[split].clips
+        parts = [np.load(_part_path(d, split, c), allow_pickle=False) for c in range(_chunks(len(clips)))]
+        lengths = np.concatenate([p["lengths"] for p in parts]) if parts else np.zeros(0, np.int64)
+        fnames = np.concatenate([p["fnames"] for p in parts]) if parts else np.zeros(0, str)
+        for p in parts:
+            skipped += [{"split": split, "fname": str(f), "reason": str(r)} for f, r in zip(p["failed"], p["reasons"])]
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+        total = int(lengths.sum())
+
+        def write_frames(p: Path) -> None:
+            mm = np.lib.format.open_memmap(p, mode="w+", dtype=np.float16, shape=(total, cfg.n_mels))
+            pos = 0
+            for part in parts:
+                fr = part["frames"]
+                mm[pos : pos + len(fr)] = fr
+                pos += len(fr)
+            mm.flush()
+            del mm
+
+        _guard_disk(lambda: atomic_write(d / f"{split}.frames.npy", write_frames), d / f"{split}.frames.npy")
+        by_name = {c.fname: c.labels for c in clips}
+        targets = np.zeros((len(fnames), len(vocab)), np.uint8)
+        for k, f in enumerate(fnames):
+            targets[k, list(by_name[str(f)])] = 1
+
+        def write_index(p: Path) -> None:
+            with open(p, "wb") as f:
+                np.savez(f, fnames=fnames, offsets=offsets, lengths=lengths, targets=targets, vocabulary=vocab)
+
+        _guard_disk(lambda: atomic_write(d / f"{split}.index.npz", write_index), d / f"{split}.index.npz")
+        result.clips[split] = int(len(fnames))
+    if "train" in splits:
+        stats = frame_stats(np.load(d / "train.frames.npy", mmap_mode="r"))
+        atomic_write_text(d / "stats.json", json.dumps(stats))
+    atomic_write_text(d / "report.json", json.dumps({"skipped": skipped}, indent=1))
+    nbytes = sum(f.stat().st_size for f in d.glob("*.npy")) + sum(f.stat().st_size for f in d.glob("*.npz"))
+    manifest = {"version": CACHE_VERSION, "feature_key": cfg.key, "clips": result.clips, "bytes": nbytes, "data_root": str(ds.root)}
+    atomic_write_text(d / "manifest.json", json.dumps(manifest, indent=1))
+    shutil.rmtree(_parts_dir(d), ignore_errors=True)
+    result.skipped = skipped
+    return result
+
+
+def frame_stats(frames: np.ndarray, block: int = 1 << 16) -> dict:
+    """Mean/std of all frames, globally and per mel bin (float64 sums over blocks of a memmap)."""
+    n = 0
+    s = np.zeros(frames.shape[1], np.float64)
+    ss = np.zeros(frames.shape[1], np.float64)
+    for a in range(0, len(frames), block):
+        x = np.asarray(frames[a : a + block], np.float64)
+        n += len(x)
+        s += x.sum(0)
+        ss += np.square(x).sum(0)
+    mean = s / max(n, 1)
+    var = np.maximum(ss / max(n, 1) - mean**2, 1e-12)
+    g_mean = float(s.sum() / max(n * frames.shape[1], 1))
+    g_var = float(max(ss.sum() / max(n * frames.shape[1], 1) - g_mean**2, 1e-12))
+    return {
+        "frames": int(n),
+        "global": {"mean": [g_mean], "std": [g_var**0.5]},
+        "per_mel": {"mean": mean.tolist(), "std": np.sqrt(var).tolist()},
+    }
+
+
+# ---------------------------------------------------------------- reading
+
+@dataclass
+class CachedSplit:
+    """One split of a finished cache: frames are memory-mapped, so opening it costs nothing."""
+
+    name: str
+    frames: np.ndarray  # float16 [sum T, M] memmap
+    fnames: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+    targets: np.ndarray  # uint8 [N, 200]
+    vocabulary: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.fnames)
+
+    def clip(self, i: int) -> np.ndarray:
+        """Full log-mel of clip i as float32 [M, T]."""
+        o, n = int(self.offsets[i]), int(self.lengths[i])
+        return np.asarray(self.frames[o : o + n], np.float32).T
+
+    def crops(self, indices, n_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """float32 [B, M, n_frames] windows: random crops/tile phases with ``rng``, else centre crops.
+
+        Short clips are tiled (as :func:`guesser.features.fit_frames` does); a
+        random tile phase is the short-clip analogue of a random crop.
+        """
+        out = np.empty((len(indices), self.frames.shape[1], n_frames), np.float32)
+        for b, i in enumerate(indices):
+            o, n = int(self.offsets[i]), int(self.lengths[i])
+            if n >= n_frames:
+                s = (n - n_frames) // 2 if rng is None else int(rng.integers(0, n - n_frames + 1))
+                out[b] = self.frames[o + s : o + s + n_frames].T
+            else:
+                clip = np.asarray(self.frames[o : o + n], np.float32)
+                reps = -(-n_frames // n) + (1 if rng is not None else 0)
+                tiled = np.tile(clip, (reps, 1))
+                s = 0 if rng is None else int(rng.integers(0, n))
+                out[b] = tiled[s : s + n_frames].T
+        return out
+
+
+@dataclass
+class FeatureCache:
+    directory: Path
+    features: FeatureConfig
+    stats: dict
+    report: dict
+
+    @classmethod
+    def open(cls, directory: str | Path) -> "FeatureCache":
+        d = Path(directory)
+        if not is_complete(d):
+            hint = " (its build did not finish: rerun guesser preprocess to resume)" if (d / "features.json").exists() else ""
+            raise DataError(f"{d}: not a finished guesser cache{hint}")
+        cfg = FeatureConfig.from_dict(json.loads((d / "features.json").read_text()))
+        stats = json.loads((d / "stats.json").read_text()) if (d / "stats.json").exists() else {}
+        report = json.loads((d / "report.json").read_text())
+        return cls(d, cfg, stats, report)
+
+    def split(self, name: str) -> CachedSplit:
+        idx_path = self.directory / f"{name}.index.npz"
+        if not idx_path.exists():
+            raise DataError(f"{self.directory}: split {name!r} was not cached")
+        idx = np.load(idx_path, allow_pickle=False)
+        frames = np.load(self.directory / f"{name}.frames.npy", mmap_mode="r")
+        return CachedSplit(
+            name,
+            frames,
+            idx["fnames"],
+            idx["offsets"],
+            idx["lengths"],
+            idx["targets"],
+            tuple(str(v) for v in idx["vocabulary"]),
+        )
+
+    def feature_config(self, norm: str = "global") -> FeatureConfig:
+        """The cache's FeatureConfig with the train statistics for ``norm`` filled in."""
+        from dataclasses import replace
+
+        cfg = replace(self.features, norm=norm)
+        if norm == "none":
+            return cfg
+        if not self.stats:
+            raise DataError(f"{self.directory}: no train statistics (was the train split cached?)")
+        s = self.stats[norm]
+        return cfg.with_stats(s["mean"], s["std"])
+
+
+def find_cache(out: str | Path, cfg: FeatureConfig) -> FeatureCache:
+    return FeatureCache.open(cache_dir(out, cfg))

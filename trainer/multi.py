@@ -1,0 +1,121 @@
+"""``guesser train one`` / ``guesser train multi``: recipes in turn, caches built once, a models index.
+
+The models index (``runs/index.json``) lists each member's best run by its
+validation score; the app's ensemble reads exactly this file, so a freshly
+trained set of models can be used with ``guesser classify --models runs``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from guesser.checkpoint import atomic_write_text
+from guesser.errors import GuesserError
+from guesser.features import FeatureConfig
+from trainer.cache import build_cache, cache_dir, is_complete
+from trainer.recipe import Recipe, shipped_recipes
+
+console = Console(stderr=True)
+
+
+def ensure_cache(cache: Path, cfg: FeatureConfig, data: Path | None, progress: bool) -> None:
+    """Build the cache for ``cfg`` from ``data`` unless it is already complete."""
+    d = cache_dir(cache, cfg)
+    if is_complete(d):
+        return
+    if data is None:
+        raise GuesserError(f"no cache for feature setting {cfg.key} in {cache}; "
+                           f"run 'guesser preprocess DATA_ROOT --out {cache}' or pass --data DATA_ROOT")
+    console.print(f"building cache {d} …")
+    build_cache(data, cache, cfg, progress=progress)
+
+
+def prepared(recipe: Recipe, epochs: int | None, batch_size: int | None, pretrained: Path | None) -> Recipe:
+    r = recipe.with_train(epochs=epochs, batch_size=batch_size)
+    if pretrained is not None and r.arch == "cnn6":
+        r = r.with_train(pretrained=str(pretrained))
+    return r
+
+
+def train_recipe(name: str, *, cache: Path, data: Path | None, out: Path | None, epochs: int | None,
+                 batch_size: int | None, device: str, pretrained: Path | None, resume: bool, progress: bool):
+    from trainer.train import train
+
+    recipe = prepared(Recipe.load(name), epochs, batch_size, pretrained)
+    ensure_cache(cache, recipe.feature_config(), data, progress)
+    out = out or Path("runs") / recipe.name
+    return train(recipe, cache, out, device=device, resume=resume, progress=progress)
+
+
+def select_recipes(spec: str | None) -> list[Recipe]:
+    recipes = shipped_recipes()
+    if spec:
+        wanted = [s.strip() for s in spec.split(",") if s.strip()]
+        by_name = {r.name: r for r in recipes}
+        missing = [w for w in wanted if w not in by_name and not Path(w).is_file()]
+        if missing:
+            raise GuesserError(f"unknown recipe(s) {', '.join(missing)}; see 'guesser train list'")
+        recipes = [by_name[w] if w in by_name else Recipe.load(w) for w in wanted]
+    return recipes
+
+
+def train_all(*, cache: Path, data: Path | None, out: Path, recipes: str | None, epochs: int | None, device: str,
+              pretrained: Path | None, resume: bool, progress: bool) -> Path:
+    """Train every selected recipe (building each needed cache once), then write ``out/index.json``."""
+    from trainer.train import train
+
+    chosen = [prepared(r, epochs, None, pretrained) for r in select_recipes(recipes)]
+    needed = {r.feature_config().key: r.feature_config() for r in chosen}
+    for cfg in needed.values():
+        ensure_cache(cache, cfg, data, progress)
+    for i, r in enumerate(chosen, 1):
+        run = out / r.name
+        if (run / "run.json").exists() and resume:
+            console.print(f"[dim]{i}/{len(chosen)} {r.name}: finished earlier, kept[/]")
+            continue
+        console.rule(f"{i}/{len(chosen)} {r.name} ({r.member}, {r.arch}, {r.task})")
+        train(r, cache, run, device=device, resume=resume, progress=progress)
+    return write_index(out, [r.name for r in chosen])
+
+
+def write_index(out: Path, names: list[str] | None = None) -> Path:
+    """Pick each member's best finished run by validation score; write ``out/index.json``."""
+    runs = []
+    for rj in sorted(out.glob("*/run.json")):
+        info = json.loads(rj.read_text())
+        if names is not None and info["name"] not in names:
+            continue
+        if (rj.parent / "best.safetensors").exists():
+            runs.append(info)
+    best: dict[str, dict] = {}
+    for info in runs:
+        m = info["member"]
+        if m not in best or info["best_score"] > best[m]["best_score"]:
+            best[m] = info
+    if not best:
+        raise GuesserError(f"{out}: no finished runs to index")
+    entries = [{"member": m, "name": i["name"], "task": i["task"], "path": f"{i['name']}/best.safetensors",
+                "score_name": i["score_name"], "val_score": round(i["best_score"], 6)} for m, i in sorted(best.items())]
+    index = out / "index.json"
+    atomic_write_text(index, json.dumps({"version": 1, "models": entries}, indent=1))
+    table = Table(title=f"members' best runs → {index}")
+    for col in ("member", "run", "task", "validation score"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(e["member"], e["name"], e["task"], f"{e['score_name']} {e['val_score']:.3f}")
+    console.print(table)
+    return index
+
+
+def print_recipes() -> None:
+    table = Table(title="shipped recipes")
+    for col in ("name", "member", "arch", "task", "epochs", "description"):
+        table.add_column(col)
+    for r in shipped_recipes():
+        table.add_row(r.name, r.member, r.arch, r.task, str(r.train.epochs), r.description)
+    Console().print(table)
