@@ -275,7 +275,9 @@ def train(
         net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
     run_meta = {"recipe": recipe.to_dict(), "history": history}
+    trained = [c for c, n in zip(tr.classes, (tr.y[tr.keep] > 0).sum(axis=0)) if n > 0]
     extra_meta = lambda: {"metrics": history[-1] if history else {}, "best_epoch": counters["best_epoch"],
+                          "trained_labels": trained,
                           "trained_seconds": counters["seconds"], "world_size": world}
 
     def checkpoint_state() -> None:
