@@ -28,7 +28,7 @@ import torch
 from guesser.checkpoint import load_checkpoint
 from guesser.errors import CheckpointError
 from guesser.features import FeatureConfig, log_mel, fit_frames, normalize, window_starts
-from guesser.labels import FAMILIES_6, default_label_space
+from guesser.labels import FAMILIES_6, default_label_space, fold_families
 from guesser.models import TASK_FAMILIES, TASK_LABELS, build_model
 
 INDEX_NAME = "index.json"
@@ -259,7 +259,7 @@ class Ensemble:
 
     def _fold_families(self, p: torch.Tensor) -> torch.Tensor:
         """[200] label probabilities -> [6] family scores: the most probable label of each family."""
-        return (p[:, None] * self._fold).amax(dim=0)
+        return fold_families(p, self._fold)
 
 
 def _rank(names, probs: torch.Tensor) -> list[Scored]:

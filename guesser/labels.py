@@ -164,6 +164,19 @@ class LabelSpace:
         return m
 
 
+def fold_families(label_scores, family_matrix):
+    """[..., L] label scores -> [..., F] family scores: a family scores as its most probable label.
+
+    The one fold used by the app (:class:`guesser.ensemble.Ensemble`) and by
+    ``guesser evaluate``, so a reported family mAP is what the app shows. Works
+    on numpy arrays and torch tensors alike; ``family_matrix`` is
+    :meth:`LabelSpace.family_matrix` (same array type as the scores). Scores
+    must be non-negative (probabilities): a family with no label scores 0.
+    """
+    prod = label_scores[..., :, None] * family_matrix  # [..., L, F]
+    return prod.amax(dim=-2) if hasattr(prod, "amax") else prod.max(axis=-2)
+
+
 @lru_cache(maxsize=1)
 def default_label_space() -> LabelSpace:
     """The label space shipped with guesser (FSD50K's vocabulary, AudioSet's ontology)."""
