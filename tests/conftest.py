@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny synthetic FSD50K tree and its seed-preset cache.
+
+Every test here runs offline on a fresh machine: nothing reads ../shared or
+downloads anything. Fixtures for everybody:
+
+``fsd_tree`` / ``fsd_root`` (session, read-only)
+    A 45-clip FSD50K-layout tree (5 classes x 5 train / 2 val / 2 eval; WAV,
+    FLAC and OGG at 16-48 kHz, mono and stereo, 0.3-7 s) written once per
+    session; ``fsd_tree`` is the :class:`fsdtree.FsdTree` describing every
+    clip, ``fsd_root`` its root path. Do not modify it: use ``make_fsd_tree``.
+
+``make_fsd_tree`` (function)
+    ``make_fsd_tree(bad=False, per_class=(5, 2, 2), classes=...)`` writes a
+    fresh, writable tree under the test's tmp_path (``bad=True`` adds an
+    undecodable, a 0-byte, a sample-less and a missing audio file).
+
+``fsd_cache`` (session, read-only)
+    The seed-preset (``SEED_CNN``) cache of ``fsd_root``, built once:
+    a :class:`trainer.cache.FeatureCache`; ``fsd_cache.directory.parent`` is
+    the cache root that ``train``/``find_cache`` take.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fsdtree import FsdTree, write_fsd_tree
+
+
+@pytest.fixture(scope="session")
+def fsd_tree(tmp_path_factory: pytest.TempPathFactory) -> FsdTree:
+    return write_fsd_tree(tmp_path_factory.mktemp("fsd50k") / "FSD50K")
+
+
+@pytest.fixture(scope="session")
+def fsd_root(fsd_tree: FsdTree) -> Path:
+    return fsd_tree.root
+
+
+@pytest.fixture
+def make_fsd_tree(tmp_path: Path):
+    """Factory: a fresh, writable tree per call (``root`` names the folder under tmp_path)."""
+
+    def make(root: str = "FSD50K", **kwargs) -> FsdTree:
+        return write_fsd_tree(tmp_path / root, **kwargs)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def fsd_cache(fsd_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    from guesser.features import SEED_CNN
+    from trainer.cache import build_cache, find_cache
+
+    out = tmp_path_factory.mktemp("cache")
+    build_cache(fsd_root, out, SEED_CNN, jobs=1, progress=False)
+    return find_cache(out, SEED_CNN)
