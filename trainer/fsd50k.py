@@ -52,28 +52,46 @@ class Split:
 def _audio_index(folder: Path) -> dict[str, Path]:
     """fname (stem) -> path for every audio file in ``folder``; one directory listing, not 51k stats."""
     out: dict[str, Path] = {}
+    rank: dict[str, int] = {}
     with os.scandir(folder) as it:
         for e in it:
             stem, dot, ext = e.name.rpartition(".")
-            if dot and "." + ext.lower() in AUDIO_SUFFIXES and stem not in out:
-                out[stem] = Path(e.path)
+            suffix = "." + ext.lower()
+            if dot and suffix in AUDIO_SUFFIXES:
+                # Directory order is arbitrary: if a clip exists in two formats, the
+                # earlier suffix in AUDIO_SUFFIXES wins, so every machine picks the same file.
+                r = AUDIO_SUFFIXES.index(suffix)
+                if r < rank.get(stem, len(AUDIO_SUFFIXES)):
+                    out[stem], rank[stem] = Path(e.path), r
     return out
 
 
 def _read_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     if not path.is_file():
         raise DataError(f"{path}: ground-truth file not found")
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)} (header is {','.join(header) or 'empty'})")
+    # utf-8-sig: a CSV re-saved by a spreadsheet starts with a BOM that would hide the 'fname' column.
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, strict=True)
         rows = []
-        for row in reader:
-            if None in row or any(row.get(c) is None for c in required):
-                raise DataError(f"{path}:{reader.line_num}: wrong number of fields")
-            rows.append((reader.line_num, row))
+        last = 0  # the line the last good record ended on: a bad record starts on the next one
+        try:
+            header = [h.strip() for h in reader.fieldnames or []]
+            last = reader.line_num
+            reader.fieldnames = header
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise DataError(f"{path}: missing column(s) {', '.join(missing)} (header is {','.join(header) or 'empty'})")
+            for row in reader:
+                if None in row or any(row.get(c) is None for c in required):
+                    extra = len(row.get(None) or ())  # type: ignore[call-overload]
+                    n = len(header) + extra - sum(v is None for k, v in row.items() if k is not None)
+                    raise DataError(f"{path}:{last + 1}: expected {len(header)} fields, got {n}")
+                rows.append((reader.line_num, row))
+                last = reader.line_num
+        except csv.Error as e:
+            raise DataError(f"{path}:{last + 1}: malformed CSV ({e})") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{path}:{last + 1}: not a UTF-8 text file") from None
     return rows
 
 
@@ -127,6 +145,8 @@ class Fsd50k:
                 split = row.get("split", "eval").strip() if names[0] == "train" else "eval"
                 if split not in names:
                     raise DataError(f"{csv_path}:{line}: split must be one of {'/'.join(names)}, got {split!r}")
+                if not row["labels"].strip():
+                    raise DataError(f"{csv_path}:{line}: clip {fname} has no labels")
                 labels = []
                 for lab in row["labels"].split(","):
                     lab = lab.strip()
