@@ -7,14 +7,19 @@
       run.json            summary: recipe, best epoch and scores, time, parameters
 
 Reproducible and resumable by construction: the epoch's order comes from
-(seed, epoch) and every step reseeds from (seed, epoch, step), so a run resumed
-from any saved step continues exactly as if never stopped. ``last`` is written
-atomically after every epoch (and every ``checkpoint_every`` steps); Ctrl-C
-writes it at the current step before exiting.
+(seed, epoch), every batch (crops, augmentation) and every step's dropout from
+(seed, epoch, step, rank), and the learning rate is a function of the step
+(or, for ``plateau``, part of the saved state). So a run resumed from any saved
+step continues exactly as if it had never stopped: on CPU the weights are
+bit-identical. ``last`` is written atomically after every epoch (and every
+``checkpoint_every`` steps); the first Ctrl-C (or SIGTERM, as schedulers and
+torchrun send) finishes the current step, writes ``last`` and exits; a second
+one quits at once, leaving the previous ``last``.
 
 Runs unchanged under ``torchrun --nproc-per-node N``: DistributedDataParallel
-(NCCL on GPUs, gloo on CPUs), every rank takes its slice of the same epoch
-order, rank 0 validates and writes.
+(NCCL on GPUs, gloo on CPUs), every rank takes its own slice of the same epoch
+order, rank 0 validates, writes every file and hands a resumed state to the
+others (so only rank 0 needs the run folder).
 """
 
 from __future__ import annotations
@@ -22,11 +27,16 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -43,7 +53,7 @@ from trainer.fsd50k import family_targets
 from trainer.inference import predict_split
 from trainer.losses import Criterion, positive_weights, prior_bias
 from trainer.metrics import mean_average_precision
-from trainer.recipe import Recipe
+from trainer.recipe import Recipe, TrainConfig
 from trainer.sampling import EpochSampler, oversampling_weights
 
 
@@ -55,10 +65,19 @@ class RunResult:
     epochs_run: int
     seconds: float
     history: list[dict] = field(default_factory=list)
+    finished: bool = True  # False: stopped early by ``max_steps`` (resume to continue)
+    model: nn.Module | None = field(default=None, repr=False)  # the trained module (this rank's copy)
+
+
+class TrainingInterrupted(GuesserError):
+    """Ctrl-C / SIGTERM: ``last`` was saved at the current step; exit like an interrupted command."""
+
+    exit_code = 130
 
 
 # ---------------------------------------------------------------- setup helpers
 
+@lru_cache(maxsize=1)
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -73,23 +92,33 @@ def pick_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise GuesserError("--device cuda asked for, but no CUDA GPU is visible")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise GuesserError(f"--device {name!r}: not a device (auto, cpu, cuda, cuda:1 …)") from None
 
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 where the hardware does it natively (Ampere+ GPUs, AVX512-BF16/AMX CPUs), else fp32."""
+    """The autocast dtype for ``precision``, or None for plain fp32.
+
+    ``auto``: bf16 where the hardware does it natively (Ampere+ GPUs, AVX512-BF16/AMX
+    CPUs), fp16 on older GPUs (with a GradScaler), else fp32. ``bf16`` forces bf16.
+    """
     if precision == "fp32":
         return None
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if precision == "bf16" or torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16
     native = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
     if precision == "bf16" or native:
         return torch.bfloat16
     return None
 
 
-def step_seed(seed: int, epoch: int, step: int) -> int:
-    return (seed * 1_000_003 + epoch * 10_007 + step) % (2**63 - 1)
+def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
+    """The seed of one step on one rank: batch crops, augmentation and dropout all derive from it."""
+    return (seed * 1_000_003 + epoch * 10_007 + step * 101 + rank) % (2**63 - 1)
 
 
 @dataclass
@@ -115,14 +144,65 @@ def score_name(task: str) -> str:
 
 def validation_loss(criterion: Criterion, probs: np.ndarray, y: np.ndarray, multilabel: bool) -> float:
     """The training criterion on validation probabilities (turned back into logits)."""
-    p = torch.from_numpy(probs).clamp(1e-6, 1 - 1e-6)
+    dev = criterion.pos_weight.device
+    p = torch.from_numpy(probs).to(dev).clamp(1e-6, 1 - 1e-6)
     logits = torch.logit(p) if multilabel else torch.log(p)
-    return float(criterion(logits, torch.from_numpy(y)))
+    return float(criterion(logits, torch.from_numpy(y).to(dev)))
 
 
 def validation_score(probs: np.ndarray, t: Targets) -> float:
     y = (t.y[t.keep] > 0).astype(np.uint8)
     return mean_average_precision(y, probs[t.keep])
+
+
+def make_batch(split: CachedSplit, targets: Targets, idx: np.ndarray, cfg: FeatureConfig, recipe: Recipe,
+               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training batch: crops -> dB augmentation -> normalise -> SpecAugment/mixup; [B, 1, M, T], [B, K].
+
+    A pure function of its arguments (every random draw comes from ``seed``),
+    which is what makes a resumed run identical to an uninterrupted one.
+    """
+    g = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed) if recipe.train.random_crop else None
+    x = torch.from_numpy(split.crops(idx, cfg.clip_frames, rng))
+    y = torch.from_numpy(targets.y[idx])
+    multilabel = recipe.task == "labels"
+    x, y = augment_db(x, y, g, recipe.augment, multilabel)
+    x = normalize(x, cfg)
+    x, y = augment_normalised(x, y, g, recipe.augment)
+    return x.unsqueeze(1), y
+
+
+# ---------------------------------------------------------------- learning rate
+
+def make_optimizer(recipe: Recipe, model: nn.Module):
+    """Adam/AdamW, plus a ReduceLROnPlateau for ``plateau`` (other schedules are :func:`scheduled_lr`)."""
+    t = recipe.train
+    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    opt = cls(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    plateau = None
+    if t.scheduler == "plateau":
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=t.plateau_factor,
+                                                             patience=t.plateau_patience, min_lr=t.min_lr)
+    return opt, plateau
+
+
+def scheduled_lr(t: TrainConfig, it: int, steps_per_epoch: int) -> float | None:
+    """Learning rate of optimiser step ``it`` (counted over the whole run), as nanoGPT's ``get_lr``.
+
+    Linear warmup over ``warmup_epochs``, then: ``cosine`` decays to ``min_lr`` by the
+    last step, ``none`` stays at ``lr``, ``plateau`` returns None (after warmup the
+    ReduceLROnPlateau owns the rate; it lives in the optimiser state, so it resumes).
+    """
+    warm = t.warmup_epochs * steps_per_epoch
+    if it < warm:
+        return t.lr * (it + 1) / warm
+    if t.scheduler == "cosine":
+        ratio = min(1.0, (it - warm) / max(1, t.epochs * steps_per_epoch - warm))
+        return t.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (t.lr - t.min_lr)
+    if t.scheduler == "plateau":
+        return None
+    return t.lr
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -153,11 +233,11 @@ def save_model(path: Path, model: nn.Module, meta: dict, dtype: torch.dtype | No
     save_checkpoint(path, sd, meta)
 
 
-def save_state(path: Path, model, optimizer, scheduler, counters: dict, meta: dict) -> None:
-    """Everything to continue a run: model, optimiser and schedule state, counters, history."""
+def save_state(path: Path, model, optimizer, plateau, scaler, counters: dict, meta: dict) -> None:
+    """Everything to continue a run: model, optimiser, plateau and grad-scaler state, counters, history."""
     skel, tensors = flatten({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
-    state = {"kind": "train-state", "skeleton": skel, "scheduler": scheduler.state_dict() if scheduler else None,
-             "counters": counters, **meta}
+    state = {"kind": "train-state", "skeleton": skel, "scheduler": plateau.state_dict() if plateau else None,
+             "scaler": scaler.state_dict(), "counters": counters, **meta}
     save_checkpoint(path, tensors, state)
 
 
@@ -168,21 +248,114 @@ def load_state(path: Path) -> tuple[dict, dict]:
     return unflatten(meta["skeleton"], tensors), meta
 
 
+def recipe_difference(saved: dict, current: dict, prefix: str = "") -> str | None:
+    """The first key where two recipe dicts differ (after a JSON round trip), e.g. ``train.lr (0.001 vs 0.01)``."""
+    a, b = json.loads(json.dumps(saved)), json.loads(json.dumps(current))
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return None if a == b else f"{prefix} ({a!r} vs {b!r})"
+    for k in sorted(set(a) | set(b)):
+        d = recipe_difference(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        if d:
+            return d
+    return None
+
+
+def resume_state(out: Path, resume: bool, recipe: Recipe, world: int, main: bool):
+    """(state, meta) to continue from, or None for a fresh run; rank 0 decides and reads, then tells every rank.
+
+    Raises on every rank alike (so no rank waits forever for one that failed).
+    """
+    last = out / "last.safetensors"
+    answer: tuple = (None, None)
+    if main:
+        try:
+            if last.exists() and not resume:
+                raise GuesserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+            if last.exists():
+                state, meta = load_state(last)
+                diff = recipe_difference(meta.get("recipe", {}), recipe.to_dict())
+                if diff:
+                    raise GuesserError(f"{last}: was written by a different recipe ({diff}); "
+                                       "use another --out or drop --resume")
+                answer = ("state", (state, meta))
+        except GuesserError as e:
+            answer = ("error", str(e))
+    if world > 1:
+        import torch.distributed as dist
+
+        box = [answer]
+        dist.broadcast_object_list(box, src=0)
+        answer = box[0]
+    if answer[0] == "error":
+        raise GuesserError(answer[1])
+    return answer[1]
+
+
+# ---------------------------------------------------------------- distributed and signals
+
+def setup_distributed(dev: torch.device) -> tuple[int, int, torch.device, bool]:
+    """(rank, world, device, created) from torchrun's environment; joins the process group if needed."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world <= 1:
+        return 0, 1, dev, False
+    import torch.distributed as dist
+
+    if dev.type == "cuda":
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(dev)
+    created = not dist.is_initialized()
+    if created:
+        # rank 0 validates alone while the others wait: allow a long validation on a big split
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(hours=2))
+    return rank, world, dev, created
+
+
+def broadcast_float(value: float | None, dev: torch.device) -> float:
+    """Rank 0's value on every rank (so schedules and early stopping agree). NCCL needs a device tensor."""
+    import torch.distributed as dist
+
+    box = torch.tensor([value if value is not None else 0.0], dtype=torch.float64, device=dev)
+    dist.broadcast(box, src=0)
+    return float(box.item())
+
+
+def any_rank(flag: bool, world: int, dev: torch.device) -> bool:
+    """True on every rank when it is True on any (a stop request must stop all ranks at the same step)."""
+    if world <= 1:
+        return flag
+    import torch.distributed as dist
+
+    box = torch.tensor([1.0 if flag else 0.0], device=dev)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return bool(box.item() > 0)
+
+
+class StopRequests:
+    """First SIGINT/SIGTERM: ask the loop to stop after the current step; a second SIGINT: stop now."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.requested = False
+        self.log = log
+        self.previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log("stopping after this step to save a resumable checkpoint (Ctrl-C again to quit without saving)")
+
+    def __enter__(self) -> "StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self.previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
 # ---------------------------------------------------------------- the loop
-
-def make_optimizer(recipe: Recipe, model: nn.Module):
-    t = recipe.train
-    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
-    opt = cls(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    if t.scheduler == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=t.plateau_factor,
-                                                           patience=t.plateau_patience, min_lr=t.min_lr)
-    elif t.scheduler == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs, eta_min=t.min_lr)
-    else:
-        sched = None
-    return opt, sched
-
 
 def train(
     recipe: Recipe,
@@ -194,55 +367,54 @@ def train(
     progress: bool = True,
     checkpoint_every: int = 0,
     max_steps: int | None = None,
-    log=print,
+    on_epoch: Callable[[dict], None] | None = None,
+    log: Callable[[str], None] = print,
 ) -> RunResult:
     """Train ``recipe`` on the cache under ``cache_root``; write the run folder ``out_dir``.
 
-    ``max_steps`` stops (as if interrupted) after that many optimiser steps of
-    this call: tests use it to simulate a crash mid-epoch.
+    ``on_epoch(row)`` is called on rank 0 after every epoch, once its checkpoint is
+    written, with that epoch's metrics row (the score under ``score_name(task)``
+    when the epoch was validated); it may raise to end the run (``guesser tune``
+    prunes trials this way). ``max_steps`` stops (as if interrupted) after that
+    many optimiser steps of this call: tests use it to simulate a crash mid-epoch.
     """
     t = recipe.train
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    dev = pick_device(device)
-    if world > 1:
-        import torch.distributed as dist
-
-        if dev.type == "cuda":
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-            torch.cuda.set_device(dev)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    rank, world, dev, created_group = setup_distributed(pick_device(device))
     main = rank == 0
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     last_path, best_path = out / "last.safetensors", out / "best.safetensors"
+    resumed = resume_state(out, resume, recipe, world, main)  # fails early, before any work
 
+    # ---- data: the cache's frames, the recipe's window and normalisation, the task's targets
     cache: FeatureCache = find_cache(cache_root, recipe.feature_config())
-    cfg = cache.feature_config(recipe.feature_config().norm)
-    from dataclasses import replace
-
-    cfg = replace(cfg, clip_seconds=recipe.feature_config().clip_seconds, short=recipe.feature_config().short)
-    labels = LabelSpace(Vocabulary(cache.split("train").vocabulary, default_label_space().vocabulary.mids),
-                        default_label_space().ontology)
+    cfg = replace(cache.feature_config(recipe.feature_config().norm),
+                  clip_seconds=recipe.feature_config().clip_seconds, short=recipe.feature_config().short)
+    space = default_label_space()
     train_split, val_split = cache.split("train"), cache.split("val")
+    labels = LabelSpace(Vocabulary(train_split.vocabulary, space.vocabulary.mids), space.ontology)
     tr, va = task_targets(recipe, train_split, labels), task_targets(recipe, val_split, labels)
+    if len(tr.keep) == 0 or len(va.keep) == 0:
+        raise GuesserError(f"{cache.directory}: no usable train or val clips for task {recipe.task!r}")
     n_out = tr.y.shape[1]
+    multilabel = recipe.task == "labels"
 
+    # ---- model, loss, optimiser
     torch.manual_seed(t.seed)
     model = build_model(recipe.arch, n_out, **recipe.model)
     if t.pretrained:
         from guesser.models.panns import load_panns_weights
 
         load_panns_weights(model, t.pretrained)
-    if t.prior_bias and recipe.task == "labels":
+    if t.prior_bias and multilabel:
         last_linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         with torch.no_grad():
             last_linear.bias.copy_(prior_bias(tr.y[tr.keep]))
-    model.to(dev)
-    model = model.to(memory_format=torch.channels_last)
-    criterion = Criterion(t.loss, positive_weights(tr.y[tr.keep] > 0, t.pos_weight, t.pos_weight_cap)
-                          if t.loss == "bce" else None, t.focal_alpha, t.focal_gamma).to(dev)
-    optimizer, scheduler = make_optimizer(recipe, model)
+    model = model.to(dev, memory_format=torch.channels_last)  # faster convolutions on GPUs and on oneDNN CPUs
+    pos_weight = positive_weights(tr.y[tr.keep] > 0, t.pos_weight, t.pos_weight_cap) if t.loss == "bce" else None
+    criterion = Criterion(t.loss, pos_weight, t.focal_alpha, t.focal_gamma).to(dev)
+    optimizer, plateau = make_optimizer(recipe, model)
     amp = autocast_dtype(t.precision, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16 and dev.type == "cuda")
 
@@ -250,23 +422,23 @@ def train(
     sampler = EpochSampler(len(tr.keep), t.seed, weights, rank, world)
     steps_per_epoch = max(1, len(sampler) // t.batch_size)
 
-    counters = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "bad_epochs": 0, "seconds": 0.0,
-                "loss_sum": 0.0, "loss_n": 0}
+    # ---- counters: everything besides tensors that a resumed run needs
+    counters = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "seconds": 0.0,
+                "loss_sum": 0.0, "loss_n": 0, "done": False}
     history: list[dict] = []
-    if resume and last_path.exists():
-        state, meta = load_state(last_path)
-        if meta.get("recipe") != recipe.to_dict():
-            raise GuesserError(f"{last_path}: was written by a different recipe; use another --out or drop --resume")
+    if resumed is not None:
+        state, meta = resumed
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and meta.get("scheduler"):
-            scheduler.load_state_dict(meta["scheduler"])
+        if plateau is not None and meta.get("scheduler"):
+            plateau.load_state_dict(meta["scheduler"])
+        if meta.get("scaler"):
+            scaler.load_state_dict(meta["scaler"])
         counters.update(meta["counters"])
         history = meta.get("history", [])
         if main:
-            log(json.dumps({"resumed": str(last_path), "epoch": counters["epoch"], "step": counters["step"]}))
-    elif main and last_path.exists() and not resume:
-        raise GuesserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+            log(json.dumps({"resumed": str(last_path), "epoch": counters["epoch"] + 1, "step": counters["step"]}))
+    del resumed
 
     net: nn.Module = model
     if world > 1:
@@ -274,17 +446,22 @@ def train(
 
         net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
-    run_meta = {"recipe": recipe.to_dict(), "history": history}
-    trained = [c for c, n in zip(tr.classes, (tr.y[tr.keep] > 0).sum(axis=0)) if n > 0]
-    extra_meta = lambda: {"metrics": history[-1] if history else {}, "best_epoch": counters["best_epoch"],
-                          "trained_labels": trained,
-                          "trained_seconds": counters["seconds"], "world_size": world}
+    trained_labels = [tr.classes[k] for k in np.flatnonzero(tr.y[tr.keep].sum(axis=0) > 0)]
 
     def checkpoint_state() -> None:
         if main:
-            save_state(last_path, model, optimizer, scheduler, dict(counters), {**run_meta, "history": history})
+            save_state(last_path, model, optimizer, plateau, scaler, dict(counters),
+                       {"recipe": recipe.to_dict(), "history": history, "world_size": world})
 
-    steps_this_call = 0
+    def write_metrics() -> None:
+        if main:  # rewritten whole, so it always agrees with the checkpoint it belongs to
+            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+
+    def result(finished: bool) -> RunResult:
+        return RunResult(out, counters["best"], counters["best_epoch"], counters["epoch"], counters["seconds"],
+                         history, finished, model)
+
+    write_metrics()
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -292,129 +469,130 @@ def train(
     bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} clips/s"),
                    TimeRemainingColumn(), console=console, disable=not (progress and main), transient=True)
-    multilabel = recipe.task == "labels"
-    try:
-        with bar:
-            while counters["epoch"] < t.epochs:
-                epoch = counters["epoch"]
-                order = sampler.indices(epoch)
-                task_id = bar.add_task(f"{recipe.name} epoch {epoch + 1}/{t.epochs}", total=steps_per_epoch,
-                                       completed=counters["step"], loss=0.0, rate=0.0)
-                net.train()
-                t_epoch = time.perf_counter()
-                seen = 0
-                while counters["step"] < steps_per_epoch:
-                    step = counters["step"]
-                    idx = tr.keep[order[step * t.batch_size:(step + 1) * t.batch_size]]
-                    seed = step_seed(t.seed, epoch, step)
-                    torch.manual_seed(seed)
-                    g = torch.Generator().manual_seed(seed)
-                    rng = np.random.default_rng(seed) if t.random_crop else None
-                    x = torch.from_numpy(train_split.crops(idx, cfg.clip_frames, rng))
-                    y = torch.from_numpy(tr.y[idx])
-                    x, y = augment_db(x, y, g, recipe.augment, multilabel)
-                    x = normalize(x, cfg)
-                    x, y = augment_normalised(x, y, g, recipe.augment)
-                    x = x.unsqueeze(1).to(dev).contiguous(memory_format=torch.channels_last)
-                    y = y.to(dev)
-                    with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-                        logits = net(x)
-                    loss = criterion(logits, y)
-                    if not torch.isfinite(loss):
-                        raise GuesserError(f"{recipe.name}: loss became {loss.item()} at epoch {epoch + 1} step {step}; "
-                                           "lower train.lr or check the cache")
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                    counters["loss_sum"] += float(loss.item())
-                    counters["loss_n"] += 1
-                    counters["step"] += 1
-                    steps_this_call += 1
-                    seen += len(idx)
-                    bar.update(task_id, advance=1, loss=counters["loss_sum"] / counters["loss_n"],
-                               rate=seen * world / max(time.perf_counter() - t_epoch, 1e-9))
-                    if checkpoint_every and counters["step"] % checkpoint_every == 0:
-                        counters["seconds"] += time.perf_counter() - t_epoch
-                        t_epoch = time.perf_counter()
-                        checkpoint_state()
-                    if max_steps is not None and steps_this_call >= max_steps:
-                        raise _StopForTest()
-                counters["seconds"] += time.perf_counter() - t_epoch
-                bar.remove_task(task_id)
+    steps_this_call = 0
+    paused = False  # stopped by max_steps
+    stop = StopRequests(lambda msg: console.print(f"[yellow]{msg}[/]") if main else None)
+    with stop, bar:
+        while counters["epoch"] < t.epochs and not counters["done"]:
+            epoch = counters["epoch"]
+            order = sampler.indices(epoch)
+            task_id = bar.add_task(f"{recipe.name} epoch {epoch + 1}/{t.epochs}", total=steps_per_epoch,
+                                   completed=counters["step"], loss=0.0, rate=0.0)
+            net.train()
+            t_epoch = t_rate = time.perf_counter()
+            seen = 0
+            while counters["step"] < steps_per_epoch:
+                step = counters["step"]
+                idx = tr.keep[order[step * t.batch_size:(step + 1) * t.batch_size]]
+                seed = step_seed(t.seed, epoch, step, rank)
+                x, y = make_batch(train_split, tr, idx, cfg, recipe, seed)
+                x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                y = y.to(dev, non_blocking=True)
+                lr = scheduled_lr(t, epoch * steps_per_epoch + step, steps_per_epoch)
+                if lr is not None:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                torch.manual_seed(seed)  # dropout
+                with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    logits = net(x)
+                loss = criterion(logits, y)  # in fp32: Criterion casts the logits
+                if not torch.isfinite(loss):
+                    raise GuesserError(f"{recipe.name}: loss became {loss.item()} at epoch {epoch + 1} step {step}; "
+                                       "lower train.lr or check the cache")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                counters["loss_sum"] += float(loss.item())
+                counters["loss_n"] += 1
+                counters["step"] += 1
+                steps_this_call += 1
+                seen += len(idx)
+                bar.update(task_id, advance=1, loss=counters["loss_sum"] / counters["loss_n"],
+                           rate=seen * world / max(time.perf_counter() - t_rate, 1e-9))
+                paused = max_steps is not None and steps_this_call >= max_steps
+                interrupted = any_rank(stop.requested, world, dev)
+                if paused or interrupted or (checkpoint_every and counters["step"] % checkpoint_every == 0):
+                    counters["seconds"] += time.perf_counter() - t_epoch
+                    t_epoch = time.perf_counter()
+                    checkpoint_state()
+                if interrupted:
+                    raise TrainingInterrupted(
+                        f"interrupted at epoch {epoch + 1} step {counters['step']}; checkpoint saved, resume with: "
+                        f"guesser train one {recipe.name} --out {out} --resume")
+                if paused:
+                    break
+            bar.remove_task(task_id)
+            if paused:
+                break
+            counters["seconds"] += time.perf_counter() - t_epoch
 
-                # ---- end of epoch: validate (rank 0), agree on the score, schedule, checkpoint
-                train_loss = counters["loss_sum"] / max(counters["loss_n"], 1)
-                row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6), "lr": optimizer.param_groups[0]["lr"]}
-                validating = (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs
+            # ---- end of epoch: validate (rank 0), agree on the score, schedule, stop early, checkpoint
+            row = {"epoch": epoch + 1, "train_loss": round(counters["loss_sum"] / max(counters["loss_n"], 1), 6),
+                   "lr": optimizer.param_groups[0]["lr"]}
+            if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
                 score = None
-                if validating and main:
+                if main:
                     probs = predict_split(model, val_split, cfg, recipe.task, device=dev, autocast_dtype=amp)
                     row["val_loss"] = round(validation_loss(criterion, probs[va.keep], va.y[va.keep], multilabel), 6)
                     score = validation_score(probs, va)
-                if validating and world > 1:
-                    score = _broadcast(score)
-                if validating:
-                    improved = score > counters["best"]
-                    if improved:
-                        counters.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
-                    else:
-                        counters["bad_epochs"] += 1
-                    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                        scheduler.step(score)
+                if world > 1:
+                    score = broadcast_float(score, dev)
+                row[score_name(recipe.task)] = round(score, 6)
+                if score > counters["best"]:
+                    counters.update(best=score, best_epoch=epoch + 1)
                     if main:
-                        row[score_name(recipe.task)] = round(score, 6)
-                        row["seconds"] = round(counters["seconds"], 1)
-                        history.append(row)
-                        if improved:
-                            save_model(best_path, model, model_meta(recipe, cfg, tr.classes, model, extra_meta()))
-                        log(json.dumps(row))
-                        with open(out / "metrics.jsonl", "a") as f:
-                            f.write(json.dumps(row) + "\n")
-                if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                    scheduler.step()
-                counters.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_n=0)
-                checkpoint_state()
-                if t.early_stop and counters["bad_epochs"] >= t.early_stop:
-                    if main:
-                        log(json.dumps({"early_stop": epoch + 1, "best_epoch": counters["best_epoch"]}))
-                    break
-    except KeyboardInterrupt:
-        checkpoint_state()
-        raise GuesserError(f"interrupted at epoch {counters['epoch'] + 1} step {counters['step']}; "
-                           f"resume with: guesser train one {recipe.name} --out {out} --resume") from None
-    except _StopForTest:
-        checkpoint_state()
-        return RunResult(out, counters["best"], counters["best_epoch"], counters["epoch"], counters["seconds"], history)
+                        save_model(best_path, model, model_meta(recipe, cfg, tr.classes, model, {
+                            "metrics": row, "best_epoch": epoch + 1, "trained_seconds": counters["seconds"],
+                            "trained_labels": trained_labels, "world_size": world}))
+                if plateau is not None and epoch + 1 >= t.warmup_epochs:
+                    plateau.step(score)
+                if t.early_stop and epoch + 1 - counters["best_epoch"] >= t.early_stop:
+                    counters["done"] = True  # saved with the state: a resumed run stays stopped
+            row["seconds"] = round(counters["seconds"], 1)
+            history.append(row)
+            counters.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_n=0)
+            checkpoint_state()
+            write_metrics()
+            if main:
+                log(json.dumps(row))
+                if counters["done"]:
+                    log(json.dumps({"early_stop": epoch + 1, "best_epoch": counters["best_epoch"]}))
+                if on_epoch is not None:
+                    on_epoch(row)
+            if any_rank(stop.requested, world, dev):
+                raise TrainingInterrupted(f"interrupted after epoch {epoch + 1}; checkpoint saved, resume with: "
+                                          f"guesser train one {recipe.name} --out {out} --resume")
 
-    result = RunResult(out, counters["best"], counters["best_epoch"], counters["epoch"], counters["seconds"], history)
-    if main:
+    if main and not paused:
         summary = {"recipe": recipe.to_dict(), "member": recipe.member, "name": recipe.name, "task": recipe.task,
                    "score_name": score_name(recipe.task), "best_score": counters["best"],
                    "best_epoch": counters["best_epoch"], "epochs_run": counters["epoch"],
-                   "trained_seconds": round(counters["seconds"], 1), "params": count_parameters(model),
-                   "cache": str(cache.directory), "commit": git_commit(), "world_size": world}
+                   "early_stopped": counters["done"], "trained_seconds": round(counters["seconds"], 1),
+                   "params": count_parameters(model), "cache": str(cache.directory), "commit": git_commit(),
+                   "world_size": world}
         atomic_write_text(out / "run.json", json.dumps(summary, indent=1))
-    return result
+    if created_group:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    return result(finished=not paused)
 
 
-class _StopForTest(Exception):
-    pass
+def main_from_env() -> None:  # pragma: no cover - thin script entry
+    """``torchrun --nproc-per-node N -m trainer.train RECIPE CACHE OUT [--resume]``.
 
-
-def _broadcast(score: float | None) -> float:
-    """Rank 0's validation score to every rank, so schedules and early stopping agree."""
-    import torch.distributed as dist
-
-    box = torch.tensor([score if score is not None else 0.0], dtype=torch.float64)
-    dist.broadcast(box, src=0)
-    return float(box.item())
-
-
-def main_from_env() -> None:  # pragma: no cover - torchrun entry point helper
-    """``torchrun -m trainer.train RECIPE CACHE OUT``: the same loop on every rank."""
-    recipe, cache, out = sys.argv[1:4]
-    train(Recipe.load(recipe), cache, out)
+    ``torchrun … -m guesser train one RECIPE --cache CACHE --out OUT`` does the
+    same with every CLI option; this entry is kept for scripts.
+    """
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    if len(args) != 3:
+        sys.exit("usage: python -m trainer.train RECIPE CACHE OUT [--resume]")
+    try:
+        train(Recipe.load(args[0]), args[1], args[2], resume="--resume" in sys.argv)
+    except GuesserError as e:
+        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":  # pragma: no cover
