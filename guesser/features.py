@@ -38,6 +38,9 @@ import torch
 ShortPolicy = Literal["tile", "pad"]
 NormPolicy = Literal["global", "per_mel", "none"]
 
+PAD_DB = -100.0
+"""What the ``pad`` policy fills a short clip's window with: 10·log10(1e-10), the floor of both presets."""
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -205,7 +208,7 @@ def fit_frames(
     if policy == "tile":
         reps = -(-n_frames // t)
         return logmel.repeat(*([1] * (logmel.ndim - 1)), reps)[..., :n_frames]
-    pad = torch.full((*logmel.shape[:-1], n_frames - t), float(10.0 * np.log10(1e-10)), dtype=logmel.dtype)
+    pad = torch.full((*logmel.shape[:-1], n_frames - t), PAD_DB, dtype=logmel.dtype)
     return torch.cat([logmel, pad], dim=-1)
 
 

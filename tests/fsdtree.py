@@ -53,7 +53,8 @@ FORMATS: tuple[tuple[str, str, int, int], ...] = (
     ("wav", "PCM_16", 16000, 1),
     ("ogg", "VORBIS", 44100, 1),
 )
-DURATIONS: tuple[float, ...] = (1.0, 2.5, 0.3, 7.0, 1.7, 4.0)
+# 7 lengths against 6 formats and 5 classes: every class meets every length and format.
+DURATIONS: tuple[float, ...] = (1.0, 2.5, 0.3, 7.0, 1.7, 4.0, 0.8)
 
 
 @dataclass(frozen=True)

@@ -12,22 +12,27 @@ frames plus an index of offsets, lengths and targets::
       stats.json                  mean/std of the train split (global and per mel bin)
       report.json                 clips that were skipped, and why
       manifest.json               written last: the cache is complete
+      plan.json, parts/           only while building: what is being built, finished chunks
 
 Building is split into chunks of clips; each chunk becomes a part file written
 atomically by a worker process. A rerun skips finished parts, so a build killed
 at any point (``kill -9`` included) resumes and ends byte-identical to an
 uninterrupted one; ``--shard i/n`` builds every n-th chunk so several machines
 can share the work, and the last one to finish (or ``--merge``) joins the parts.
-Clips are stored at full length; the loader crops or tiles at train time.
+``plan.json`` records which clips (and chunk size) the parts belong to, so a
+rerun against other data refuses to mix them. Clips are stored at full length;
+the loader crops or tiles at train time.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +42,7 @@ import numpy as np
 
 from guesser.checkpoint import atomic_write, atomic_write_text
 from guesser.errors import DataError, GuesserError
-from guesser.features import FeatureConfig
+from guesser.features import PAD_DB, FeatureConfig, ShortPolicy
 from trainer.fsd50k import SPLITS, Fsd50k
 
 CHUNK = 32
@@ -55,20 +60,29 @@ class BuildResult:
     skipped: list[dict] = field(default_factory=list)
     merged: bool = False
     seconds: float = 0.0
+    merging_elsewhere: bool = False  # every part exists, but another process holds the merge lock
 
 
 # ---------------------------------------------------------------- workers
 
-def _compute_chunk(task: tuple) -> tuple[str, int, int, list[tuple[str, str]]]:
-    """Worker: decode + log-mel one chunk of clips and write its part file atomically."""
-    split, chunk_id, items, cfg_dict, part_path = task
+def _init_worker() -> None:
+    """Pool initializer: one torch thread per worker process (the workers are the parallelism)."""
     import torch
 
+    torch.set_num_threads(1)
+
+
+def _compute_chunk(task: tuple) -> tuple[str, int, int, list[tuple[str, str]]]:
+    """Worker: decode + log-mel one chunk of clips and write its part file atomically.
+
+    A clip that cannot be used is recorded with its reason and the chunk goes
+    on: one bad file among 51k must not stop a build that takes an hour.
+    """
+    split, chunk_id, items, cfg_dict, part_path = task
     from guesser.audio import load_audio
     from guesser.errors import AudioError
     from guesser.features import log_mel
 
-    torch.set_num_threads(1)
     cfg = FeatureConfig.from_dict(cfg_dict)
     frames, lengths, fnames, failed = [], [], [], []
     for fname, path in items:
@@ -80,6 +94,9 @@ def _compute_chunk(task: tuple) -> tuple[str, int, int, list[tuple[str, str]]]:
             lm = log_mel(audio.samples, audio.sample_rate, cfg)  # [M, T]
         except AudioError as e:
             failed.append((fname, str(e).split(": ", 1)[-1]))
+            continue
+        except Exception as e:  # noqa: BLE001 - a decoder or resampler crash on one odd file
+            failed.append((fname, f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")))
             continue
         frames.append(lm.T.numpy().astype(np.float16))
         lengths.append(lm.shape[1])
@@ -105,7 +122,7 @@ def _guard_disk(fn: Callable[[], None], what) -> None:
     try:
         fn()
     except OSError as e:
-        if e.errno == errno.ENOSPC:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise GuesserError(f"disk full while writing {what}; free some space and rerun: finished parts are kept") from None
         raise
 
@@ -157,12 +174,15 @@ def build_cache(
         result.clips = manifest["clips"]
         result.skipped = json.loads((d / "report.json").read_text())["skipped"]
         result.merged = True
+        _cleanup(d)  # a build killed between its manifest and its clean-up
         return result
-    _guard_disk(lambda: _parts_dir(d).mkdir(parents=True, exist_ok=True), d)
-    feat_file = d / "features.json"
-    _guard_disk(lambda: atomic_write_text(feat_file, json.dumps(cfg.to_dict(), indent=1)), feat_file)
-
     splits = list(splits)
+    _guard_disk(lambda: _parts_dir(d).mkdir(parents=True, exist_ok=True), d)
+    _check_plan(d, ds, splits)
+    feat_file = d / "features.json"
+    if not feat_file.exists():
+        _guard_disk(lambda: atomic_write_text(feat_file, json.dumps(cfg.to_dict(), indent=1)), feat_file)
+
     i, n = shard
     tasks = []
     for split in splits:
@@ -177,17 +197,75 @@ def build_cache(
 
     if merge and all(_part_path(d, s, c).exists() for s in splits for c in range(_chunks(len(ds.splits[s])))):
         lock = d / ".merge.lock"
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            os.close(fd)
-        except FileExistsError:
-            return result  # another shard is merging
+        if not _take_lock(lock):
+            result.merging_elsewhere = True
+            return result
         try:
             result = merge_parts(ds, d, cfg, splits)
         finally:
             lock.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _plan(ds: Fsd50k, splits: list[str]) -> dict:
+    """What the part files of a build belong to: chunk size and each split's fnames (hashed)."""
+    out: dict = {"version": CACHE_VERSION, "chunk": CHUNK, "splits": {}}
+    for s in splits:
+        fnames = [c.fname for c in ds.splits[s].clips]
+        out["splits"][s] = {"clips": len(fnames), "fnames_sha1": hashlib.sha1("\n".join(fnames).encode()).hexdigest()}
+    return out
+
+
+def _check_plan(d: Path, ds: Fsd50k, splits: list[str]) -> None:
+    """Refuse to resume (or to join as a shard) a build of other clips: its parts would be mixed in."""
+    plan = _plan(ds, splits)
+    path = d / "plan.json"
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = None
+        if old != plan:
+            raise DataError(
+                f"{d}: holds an unfinished build of other data (different clips, splits or chunk size); "
+                f"delete {d} or choose another --out"
+            )
+        return
+    _guard_disk(lambda: atomic_write_text(path, json.dumps(plan, indent=1, sort_keys=True)), path)
+
+
+def _take_lock(lock: Path) -> bool:
+    """Create the merge lock; a lock left by a dead process on this host (``kill -9``) is taken over."""
+    me = f"{socket.gethostname()} {os.getpid()}"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                host, pid = lock.read_text().split()
+            except (OSError, ValueError):
+                host, pid = "", "0"  # empty: its writer died between create and write
+            if host not in ("", socket.gethostname()) or _alive(int(pid)):
+                return False
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        return True
+    return False
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _run_tasks(tasks, total, jobs, progress, on_chunk, title) -> None:
@@ -201,8 +279,10 @@ def _run_tasks(tasks, total, jobs, progress, on_chunk, title) -> None:
         TextColumn("{task.fields[rate]:>7.1f} clips/s"),
         TimeRemainingColumn(),
     ]
+    from rich.console import Console
+
     t0 = time.perf_counter()
-    with Progress(*columns, disable=not progress, transient=False) as bar:
+    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
         job = bar.add_task(title, total=total, rate=0.0)
         done = 0
 
@@ -215,39 +295,55 @@ def _run_tasks(tasks, total, jobs, progress, on_chunk, title) -> None:
                 on_chunk(split, chunk)
 
         if jobs <= 1 or len(tasks) <= 1:
-            for t in tasks:
-                finished(_compute_chunk(t))
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # as a worker does; restored for the caller (a trainer, a test)
+            try:
+                for t in tasks:
+                    finished(_compute_chunk(t))
+            finally:
+                torch.set_num_threads(threads)
         else:
             ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
-            with ctx.Pool(jobs) as pool:
+            with ctx.Pool(min(jobs, len(tasks)), initializer=_init_worker) as pool:
                 for res in pool.imap_unordered(_compute_chunk, tasks):
                     finished(res)
 
 
 def merge_parts(ds: Fsd50k, d: Path, cfg: FeatureConfig, splits: list[str]) -> BuildResult:
-    """Join the part files of every split into one memory-mapped array + index; compute train stats."""
+    """Join the part files of every split into one memory-mapped array + index; compute train stats.
+
+    Parts are opened one at a time (the real FSD50K has ~1600 of them: more
+    than a default ``ulimit -n``), and frames are appended with plain writes,
+    not through a memmap, so a full disk is an ``ENOSPC`` error rather than a
+    ``SIGBUS`` that kills the process.
+    """
     result = BuildResult(d, merged=True)
     skipped: list[dict] = []
     vocab = np.asarray(ds.vocabulary.names, dtype=str)
     for split in splits:
         clips = ds.splits[split].clips
-        parts = [np.load(_part_path(d, split, c), allow_pickle=False) for c in range(_chunks(len(clips)))]
-        lengths = np.concatenate([p["lengths"] for p in parts]) if parts else np.zeros(0, np.int64)
-        fnames = np.concatenate([p["fnames"] for p in parts]) if parts else np.zeros(0, str)
-        for p in parts:
-            skipped += [{"split": split, "fname": str(f), "reason": str(r)} for f, r in zip(p["failed"], p["reasons"])]
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
+        paths = [_part_path(d, split, c) for c in range(_chunks(len(clips)))]
+        lengths_l, fnames_l = [np.zeros(0, np.int64)], [np.zeros(0, str)]
+        for path in paths:
+            with np.load(path, allow_pickle=False) as p:
+                lengths_l.append(p["lengths"])
+                fnames_l.append(p["fnames"])
+                skipped += [{"split": split, "fname": str(f), "reason": str(r)} for f, r in zip(p["failed"], p["reasons"])]
+        lengths = np.concatenate(lengths_l).astype(np.int64)
+        fnames = np.concatenate(fnames_l)
+        offsets = (np.cumsum(lengths) - lengths).astype(np.int64)
         total = int(lengths.sum())
 
-        def write_frames(p: Path) -> None:
-            mm = np.lib.format.open_memmap(p, mode="w+", dtype=np.float16, shape=(total, cfg.n_mels))
-            pos = 0
-            for part in parts:
-                fr = part["frames"]
-                mm[pos : pos + len(fr)] = fr
-                pos += len(fr)
-            mm.flush()
-            del mm
+        def write_frames(out: Path, paths=paths, total=total) -> None:
+            header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f2")), "fortran_order": False,
+                      "shape": (total, cfg.n_mels)}
+            with open(out, "wb") as f:
+                np.lib.format.write_array_header_2_0(f, header)
+                for path in paths:
+                    with np.load(path, allow_pickle=False) as p:
+                        f.write(np.ascontiguousarray(p["frames"], dtype="<f2").tobytes())
 
         _guard_disk(lambda: atomic_write(d / f"{split}.frames.npy", write_frames), d / f"{split}.frames.npy")
         by_name = {c.fname: c.labels for c in clips}
@@ -255,7 +351,7 @@ def merge_parts(ds: Fsd50k, d: Path, cfg: FeatureConfig, splits: list[str]) -> B
         for k, f in enumerate(fnames):
             targets[k, list(by_name[str(f)])] = 1
 
-        def write_index(p: Path) -> None:
+        def write_index(p: Path, fnames=fnames, offsets=offsets, lengths=lengths, targets=targets) -> None:
             with open(p, "wb") as f:
                 np.savez(f, fnames=fnames, offsets=offsets, lengths=lengths, targets=targets, vocabulary=vocab)
 
@@ -263,14 +359,22 @@ def merge_parts(ds: Fsd50k, d: Path, cfg: FeatureConfig, splits: list[str]) -> B
         result.clips[split] = int(len(fnames))
     if "train" in splits:
         stats = frame_stats(np.load(d / "train.frames.npy", mmap_mode="r"))
-        atomic_write_text(d / "stats.json", json.dumps(stats))
-    atomic_write_text(d / "report.json", json.dumps({"skipped": skipped}, indent=1))
+        _guard_disk(lambda: atomic_write_text(d / "stats.json", json.dumps(stats)), d / "stats.json")
+    _guard_disk(lambda: atomic_write_text(d / "report.json", json.dumps({"skipped": skipped}, indent=1)), d / "report.json")
     nbytes = sum(f.stat().st_size for f in d.glob("*.npy")) + sum(f.stat().st_size for f in d.glob("*.npz"))
     manifest = {"version": CACHE_VERSION, "feature_key": cfg.key, "clips": result.clips, "bytes": nbytes, "data_root": str(ds.root)}
-    atomic_write_text(d / "manifest.json", json.dumps(manifest, indent=1))
-    shutil.rmtree(_parts_dir(d), ignore_errors=True)
+    _guard_disk(lambda: atomic_write_text(d / "manifest.json", json.dumps(manifest, indent=1)), d / "manifest.json")
+    _cleanup(d)
     result.skipped = skipped
     return result
+
+
+def _cleanup(d: Path) -> None:
+    """Remove what only a build needs (parts, plan, temporaries of a killed merge) once the manifest exists."""
+    shutil.rmtree(_parts_dir(d), ignore_errors=True)
+    (d / "plan.json").unlink(missing_ok=True)
+    for tmp in d.glob(".*.tmp"):  # atomic_write's temporaries, left by a merge killed mid-write
+        tmp.unlink(missing_ok=True)
 
 
 def frame_stats(frames: np.ndarray, block: int = 1 << 16) -> dict:
@@ -316,11 +420,16 @@ class CachedSplit:
         o, n = int(self.offsets[i]), int(self.lengths[i])
         return np.asarray(self.frames[o : o + n], np.float32).T
 
-    def crops(self, indices, n_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
-        """float32 [B, M, n_frames] windows: random crops/tile phases with ``rng``, else centre crops.
+    def crops(
+        self, indices, n_frames: int, rng: np.random.Generator | None = None, policy: ShortPolicy = "tile"
+    ) -> np.ndarray:
+        """float32 [B, M, n_frames] windows: random crops with ``rng``, else what the app computes.
 
-        Short clips are tiled (as :func:`guesser.features.fit_frames` does); a
-        random tile phase is the short-clip analogue of a random crop.
+        Without ``rng`` every window equals :func:`guesser.features.fit_frames`
+        of the clip (centre crop; short clips tiled or padded by ``policy``), so
+        the model is trained on what the app shows it. With ``rng`` a long clip
+        gets a random crop, a short one a random tile phase (``tile``) or a
+        random place in the silent window (``pad``): the short-clip analogues.
         """
         out = np.empty((len(indices), self.frames.shape[1], n_frames), np.float32)
         for b, i in enumerate(indices):
@@ -328,6 +437,10 @@ class CachedSplit:
             if n >= n_frames:
                 s = (n - n_frames) // 2 if rng is None else int(rng.integers(0, n - n_frames + 1))
                 out[b] = self.frames[o + s : o + s + n_frames].T
+            elif policy == "pad":
+                s = 0 if rng is None else int(rng.integers(0, n_frames - n + 1))
+                out[b] = PAD_DB
+                out[b, :, s : s + n] = self.frames[o : o + n].T
             else:
                 clip = np.asarray(self.frames[o : o + n], np.float32)
                 reps = -(-n_frames // n) + (1 if rng is not None else 0)
