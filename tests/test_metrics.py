@@ -151,7 +151,7 @@ def test_one_clip():
     assert math.isnan(M.d_prime(y, s))  # no label has both a positive and a negative
     assert M.lwlrap(y, s) == pytest.approx((1 / 1 + 2 / 4) / 2)
     th = M.tune_thresholds(y, s)
-    assert th[0] == pytest.approx(0.9) and th[2] == pytest.approx(0.1)
+    assert 0 < th[0] <= 0.9 and 0 < th[2] <= 0.1  # the one positive must fire
     sc = M.threshold_scores(y, s, th)
     assert sc.subset_accuracy == 0.0  # labels 1 and 3 keep the default 0.5: 0.8 fires on label 1
     assert sc.f1_macro == pytest.approx(1.0)

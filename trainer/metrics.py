@@ -132,16 +132,21 @@ def family_map(y_true: np.ndarray, y_score: np.ndarray, family_matrix: np.ndarra
 def tune_thresholds(y_true: np.ndarray, y_score: np.ndarray, default: float = 0.5) -> np.ndarray:
     """Per-label decision thresholds [K] that maximise each label's F1 on (validation) data.
 
-    A clip is predicted positive for label k when ``score >= threshold[k]``
-    (scikit-learn's convention). Among equally good thresholds the lowest is
-    taken. Labels without a positive keep ``default``: nothing to tune on.
+    A clip is predicted positive for label k when ``score >= threshold[k]``.
+    The best cut lies between two distinct validation scores; the threshold is
+    put halfway between them (halfway to 0 below the lowest score) rather than
+    on the score itself, so a clip scoring a hair differently elsewhere (float
+    rounding, another batch) is decided the same way. Among equally good cuts
+    the lowest is taken. Labels without a positive keep ``default``.
     """
     th = np.full(y_true.shape[1], float(default))
     for k in _with_positives(y_true):
-        p, r, t = precision_recall_curve(y_true[:, k], y_score[:, k])
+        p, r, t = precision_recall_curve(y_true[:, k], y_score[:, k])  # t: distinct scores, ascending
         p, r = p[:-1], r[:-1]  # the last point (recall 0) has no threshold
         f1 = np.divide(2 * p * r, p + r, out=np.zeros_like(p), where=(p + r) > 0)
-        th[k] = float(t[int(np.argmax(f1))])
+        i = int(np.argmax(f1))
+        below = t[i - 1] if i > 0 else 0.0
+        th[k] = float((t[i] + below) / 2)
     return th
 
 

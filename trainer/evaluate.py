@@ -1,0 +1,348 @@
+"""``guesser evaluate``: score trained models on a cached split the way the app scores files.
+
+Each model is run over the split of the cache that matches its own
+FeatureConfig with :func:`trainer.inference.predict_split` (sliding windows,
+averaged: what ``guesser classify`` does), and every metric of
+:mod:`trainer.metrics` is computed from those per-clip probabilities:
+
+* label models: mAP, d', lwlrap, per-label AP/AUC, precision/recall/F1 at
+  per-label thresholds tuned on the *validation* split, and the family scores
+  their labels fold into (family mAP, top-family accuracy, confusion matrix);
+* family models: family mAP, accuracy, macro F1, confusion matrix;
+* the ensemble of the evaluated models, combined as :mod:`guesser.ensemble`
+  combines them (mean label probabilities; families = mean of the folded label
+  scores and the family models' softmax), when more than one model is evaluated.
+
+Results go next to each checkpoint (``<run>/eval.json``; ``eval_val.json`` for
+``--split val``) and ``ensemble_eval.json`` beside the models index: everything
+``guesser report`` shows (summary, per-class scores, downsampled ROC curves,
+confusion matrix, class names), so a report never needs the cache or a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from guesser.checkpoint import atomic_write_text
+from guesser.ensemble import INDEX_NAME, LoadedModel, load_model, resolve_model_paths
+from guesser.errors import CheckpointError, DataError, GuesserError
+from guesser.features import PANNS, SEED_CNN, FeatureConfig
+from guesser.labels import FAMILIES_6, FAMILY_SETS, LabelSpace, Vocabulary, default_label_space, fold_families
+from guesser.models import TASK_LABELS
+from trainer import metrics as M
+from trainer.fsd50k import family_targets
+
+SPLITS = ("eval", "val")
+RESULT_VERSION = 1
+
+
+@dataclass
+class Scores:
+    """One model's per-clip probabilities on one split, with the split's clip names and targets."""
+
+    fnames: np.ndarray  # [N] str
+    probs: np.ndarray  # [N, K] float32 (sigmoid for labels, softmax for families)
+    targets: np.ndarray  # [N, 200] uint8 label targets
+
+    def take(self, fnames: np.ndarray) -> "Scores":
+        """The rows of ``fnames``, in that order (to align models whose caches skipped different clips)."""
+        pos = {f: i for i, f in enumerate(self.fnames.tolist())}
+        idx = np.asarray([pos[f] for f in fnames.tolist()], dtype=int)
+        return Scores(self.fnames[idx], self.probs[idx], self.targets[idx])
+
+
+@dataclass
+class ModelRun:
+    """A loaded model with its scores on the evaluated split (and on val, for thresholds)."""
+
+    model: LoadedModel
+    split: Scores
+    val: Scores | None
+    cache: Path
+
+
+# ---------------------------------------------------------------- what to evaluate
+
+def checkpoint_of(path: Path) -> Path:
+    """A run folder or a checkpoint -> the model checkpoint to evaluate."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such run folder or checkpoint")
+    if path.is_dir():
+        if (path / "best.safetensors").is_file():
+            return path / "best.safetensors"
+        if (path / INDEX_NAME).is_file():
+            raise GuesserError(f"{path}: a folder of runs; pass its runs, or --index {path / INDEX_NAME}")
+        raise CheckpointError(f"{path}: no best.safetensors (not a run folder, or the run never validated)")
+    return path
+
+
+def resolve_targets(runs: list[Path], index: Path) -> tuple[list[Path], Path]:
+    """(checkpoints, folder for the ensemble's results) from the given runs, else from the models index."""
+    if runs:
+        ckpts: list[Path] = []
+        for r in runs:
+            r = Path(r)
+            ckpts += resolve_model_paths([r]) if r.suffix == ".json" else [checkpoint_of(r)]
+        # runs/a/best.safetensors + runs/b/best.safetensors -> the ensemble's results go to runs/
+        return ckpts, Path(os.path.commonpath([str(c.resolve().parent) for c in ckpts]))
+    if not Path(index).exists():
+        raise GuesserError(f"{index}: no models index; pass run folders (guesser evaluate runs/NAME) "
+                           "or train with 'guesser train multi'")
+    return resolve_model_paths([index]), Path(index).resolve().parent
+
+
+def result_path(checkpoint: Path, split: str) -> Path:
+    """``best.safetensors`` -> ``eval.json`` beside it; any other checkpoint -> ``<stem>.eval.json``."""
+    name = "eval" if split == "eval" else f"eval_{split}"
+    if checkpoint.stem == "best":
+        return checkpoint.parent / f"{name}.json"
+    return checkpoint.parent / f"{checkpoint.stem}.{name}.json"
+
+
+def ensemble_path(folder: Path, split: str) -> Path:
+    return folder / ("ensemble_eval.json" if split == "eval" else f"ensemble_eval_{split}.json")
+
+
+# ---------------------------------------------------------------- scoring
+
+def preset_name(cfg: FeatureConfig) -> str:
+    for name, preset in (("seed", SEED_CNN), ("panns", PANNS)):
+        if preset.key == cfg.key:
+            return name
+    return "seed"
+
+
+def open_cache(cache: Path, model: LoadedModel):
+    from trainer.cache import find_cache
+
+    try:
+        return find_cache(cache, model.features)
+    except DataError:
+        raise GuesserError(
+            f"no finished cache for {model.name}'s features ({model.features.key}) in {cache}; run "
+            f"'guesser preprocess DATA_ROOT --out {cache} --features {preset_name(model.features)}'") from None
+
+
+def score(model: LoadedModel, cache: Path, split: str, device) -> tuple[Scores, Path]:
+    """Per-clip probabilities of ``model`` on ``split`` of its cache (what ``guesser classify`` computes)."""
+    from trainer.inference import predict_split
+
+    fc = open_cache(cache, model)
+    s = fc.split(split)
+    if model.task == TASK_LABELS and tuple(s.vocabulary) != model.classes:
+        raise GuesserError(f"{model.path}: its labels differ from the cache's vocabulary ({fc.directory})")
+    if len(s) == 0:
+        raise DataError(f"{fc.directory}: split {split!r} holds no clips")
+    probs = predict_split(model.module.to(device), s, model.features, model.task, device=device)
+    return Scores(np.asarray(s.fnames).astype(str), probs, np.asarray(s.targets)), fc.directory
+
+
+def label_space(vocabulary: tuple[str, ...]) -> LabelSpace:
+    """The cache's vocabulary with the shipped ontology (as the trainer builds it)."""
+    base = default_label_space()
+    return LabelSpace(Vocabulary(tuple(vocabulary), base.vocabulary.mids), base.ontology)
+
+
+# ---------------------------------------------------------------- metrics -> JSON-ready dicts
+
+def family_section(soft: np.ndarray, scores: np.ndarray, names: tuple[str, ...]) -> dict:
+    """Family mAP, top-family accuracy/F1, confusion matrix and ROC of [N, F] family scores."""
+    truth = (soft > 0).astype(np.uint8)
+    single = M.single_label_scores(soft, scores)
+    return {
+        "summary": {"family_map": M.mean_average_precision(truth, scores), "family_accuracy": single.accuracy,
+                    "family_f1_macro": single.f1_macro},
+        "families": {"names": list(names), "ap": M.per_label_ap(truth, scores),
+                     "positives": truth.sum(axis=0), "support": single.support},
+        "confusion": {"classes": list(names), "matrix": single.confusion},
+        "roc_families": {"micro": M.micro_roc(truth, scores), "per_class": M.per_class_roc(truth, scores, names)},
+    }
+
+
+def label_section(split: Scores, val: Scores, space: LabelSpace) -> dict:
+    """Every label metric of [N, 200] label probabilities; thresholds tuned on ``val``."""
+    y, p = split.targets, split.probs
+    thresholds = M.tune_thresholds(val.targets, val.probs)
+    ts = M.threshold_scores(y, p, thresholds)
+    names = space.vocabulary.names
+    return {
+        "summary": {"map": M.mean_average_precision(y, p), "d_prime": M.d_prime(y, p), "auc": M.macro_auc(y, p),
+                    "lwlrap": M.lwlrap(y, p), "f1_micro": ts.f1_micro, "f1_macro": ts.f1_macro,
+                    "precision_micro": ts.precision_micro, "recall_micro": ts.recall_micro,
+                    "precision_macro": ts.precision_macro, "recall_macro": ts.recall_macro,
+                    "subset_accuracy": ts.subset_accuracy, "label_accuracy": ts.label_accuracy},
+        "labels": {"names": list(names), "ap": M.per_label_ap(y, p), "auc": M.per_label_auc(y, p),
+                   "f1": ts.per_label_f1, "accuracy": ts.per_label_accuracy, "threshold": thresholds,
+                   "positives": y.sum(axis=0)},
+        "roc_labels": {"micro": M.micro_roc(y, p)},
+    }
+
+
+def merge(*sections: dict) -> dict:
+    out: dict = {"summary": {}}
+    for s in sections:
+        for k, v in s.items():
+            if k == "summary":
+                out["summary"].update(v)
+            else:
+                out[k] = v
+    return out
+
+
+def evaluate_labels_model(run: ModelRun) -> dict:
+    space = label_space(run.model.classes)
+    fm = space.family_matrix(FAMILIES_6)
+    soft = family_targets(run.split.targets, space, "6")
+    return merge(label_section(run.split, run.val, space), family_section(soft, fold_families(run.split.probs, fm), FAMILIES_6))
+
+
+def evaluate_families_model(run: ModelRun) -> dict:
+    classes = run.model.classes
+    fam_set = run.model.meta.get("families_set") or ("6" if len(classes) == 6 else "5")
+    if FAMILY_SETS.get(fam_set) != classes:
+        raise CheckpointError(f"{run.model.path}: families {list(classes)} are not guesser's {fam_set}-family set")
+    soft = family_targets(run.split.targets, label_space(default_label_space().vocabulary.names), fam_set)
+    keep = soft.sum(axis=1) > 0  # the 5-family set has no family for source-ambiguous-only clips
+    return family_section(soft[keep], run.split.probs[keep], classes)
+
+
+def ensemble_scores(runs: list[ModelRun], which: str) -> tuple[Scores | None, Scores]:
+    """(mean label probabilities or None, family scores [N, 6]) over the clips every model scored."""
+    parts = [getattr(r, which) for r in runs if getattr(r, which) is not None]
+    common = parts[0].fnames
+    for s in parts[1:]:
+        common = common[np.isin(common, s.fnames)]
+    labels, families = [], []
+    fm = None
+    for r in runs:
+        s = getattr(r, which)
+        if s is None:
+            continue
+        s = s.take(common)
+        if r.model.task == TASK_LABELS:
+            fm = fm if fm is not None else label_space(r.model.classes).family_matrix(FAMILIES_6)
+            labels.append(s)
+            families.append(fold_families(s.probs, fm))
+        else:
+            full = np.zeros((len(common), len(FAMILIES_6)), np.float32)
+            for i, c in enumerate(r.model.classes):
+                full[:, FAMILIES_6.index(c)] = s.probs[:, i]
+            families.append(full)
+    targets = parts[0].take(common).targets
+    lab = Scores(common, np.mean([s.probs for s in labels], axis=0), targets) if labels else None
+    return lab, Scores(common, np.mean(families, axis=0), targets)
+
+
+def evaluate_ensemble(runs: list[ModelRun]) -> dict:
+    labels, families = ensemble_scores(runs, "split")
+    space = label_space(default_label_space().vocabulary.names)
+    soft = family_targets(families.targets, space, "6")
+    sections = [family_section(soft, families.probs, FAMILIES_6)]
+    if labels is not None:
+        val_labels, _ = ensemble_scores([r for r in runs if r.model.task == TASK_LABELS], "val")
+        sections.insert(0, label_section(labels, val_labels, space))
+    return merge(*sections) | {"clips": len(families.fnames)}
+
+
+# ---------------------------------------------------------------- JSON
+
+def jsonable(x):
+    """numpy -> lists, NaN -> None, floats to 6 significant digits (tiny thresholds keep their precision)."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        return None if not np.isfinite(v) else float(f"{v:.6g}")
+    return x
+
+
+def model_header(run: ModelRun, split: str) -> dict:
+    m = run.model
+    return {"version": RESULT_VERSION, "kind": m.task, "name": m.name, "member": m.member, "arch": m.meta.get("arch"),
+            "task": m.task, "checkpoint": str(m.path), "run": str(m.path.parent), "split": split,
+            "cache": str(run.cache), "clips": int(len(run.split.fnames)), "params": m.meta.get("params"),
+            "thresholds_from": "val" if m.task == TASK_LABELS else None,
+            "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+# ---------------------------------------------------------------- the command
+
+def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path = Path("runs/index.json"),
+                 ensemble: bool = True, *, device: str = "auto", console=None) -> list[dict]:
+    """Evaluate ``runs`` (default: the models in ``index``); write and print the results; return them."""
+    from rich.console import Console
+
+    from trainer.train import pick_device
+
+    if split not in SPLITS:
+        raise GuesserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    console = console or Console()
+    status = Console(stderr=True)
+    ckpts, ens_dir = resolve_targets([Path(r) for r in runs], Path(index))
+    dev = pick_device(device)
+    results: list[dict] = []
+    evaluated: list[ModelRun] = []
+    for ckpt in ckpts:
+        model = load_model(ckpt)
+        with status.status(f"scoring {model.name} on {split} …"):
+            t0 = time.perf_counter()
+            s, cache_path = score(model, Path(cache), split, dev)
+            val = None
+            if model.task == TASK_LABELS:
+                val = s if split == "val" else score(model, Path(cache), "val", dev)[0]
+            seconds = time.perf_counter() - t0
+        run = ModelRun(model, s, val, cache_path)
+        evaluated.append(run)
+        body = evaluate_labels_model(run) if model.task == TASK_LABELS else evaluate_families_model(run)
+        result = jsonable(model_header(run, split) | {"seconds": round(seconds, 1)} | body)
+        out = result_path(Path(ckpt), split)
+        atomic_write_text(out, json.dumps(result, indent=1))
+        result["path"] = str(out)
+        results.append(result)
+    if ensemble and len(evaluated) > 1:
+        body = evaluate_ensemble(evaluated)
+        header = {"version": RESULT_VERSION, "kind": "ensemble", "name": "ensemble", "member": "ensemble",
+                  "task": "ensemble", "split": split, "models": [r.model.name for r in evaluated],
+                  "checkpoints": [str(r.model.path) for r in evaluated],
+                  "params": sum(int(r.model.meta.get("params") or 0) for r in evaluated),
+                  "thresholds_from": "val", "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        result = jsonable(header | body)
+        out = ensemble_path(ens_dir, split)
+        atomic_write_text(out, json.dumps(result, indent=1))
+        result["path"] = str(out)
+        results.append(result)
+    print_summary(results, split, console)
+    return results
+
+
+def fmt(v, digits: int = 3) -> str:
+    return "—" if v is None else f"{v:.{digits}f}"
+
+
+def print_summary(results: list[dict], split: str, console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"evaluation on the {split} split")
+    for col, just in (("model", "left"), ("task", "left"), ("clips", "right"), ("mAP", "right"), ("d'", "right"),
+                      ("lwlrap", "right"), ("F1 µ/M", "right"), ("family mAP", "right"), ("family acc", "right")):
+        table.add_column(col, justify=just)
+    for r in results:
+        s = r["summary"]
+        f1 = f"{fmt(s.get('f1_micro'))}/{fmt(s.get('f1_macro'))}" if "f1_micro" in s else fmt(s.get("family_f1_macro"))
+        table.add_row(r["name"], r["task"], str(r["clips"]), fmt(s.get("map")), fmt(s.get("d_prime")),
+                      fmt(s.get("lwlrap")), f1, fmt(s.get("family_map")), fmt(s.get("family_accuracy")))
+    console.print(table)
+    for r in results:
+        console.print(f"[dim]{r['name']}: results → {r['path']}[/]")
