@@ -142,6 +142,19 @@ class Recipe:
         for ok, msg in checks:
             if not ok:
                 raise RecipeError(f"{source}: {msg}")
+        self._check_model(source)
+
+    def _check_model(self, source: str) -> None:
+        """[model] knobs must be ones the architecture takes, and cnn6's bn0 must match the mel bins."""
+        from guesser.models import build_model
+
+        try:
+            build_model(self.arch, 2, **self.model)
+        except (TypeError, ValueError) as e:
+            raise RecipeError(f"{source} [model]: not accepted by {self.arch} ({e})") from None
+        if self.arch == "cnn6" and self.model.get("n_mels", 64) != self.feature_config().n_mels:
+            raise RecipeError(f"{source} [model]: n_mels must equal the front-end's {self.feature_config().n_mels} "
+                              "mel bins (use features.preset = 'panns' for PANNs weights)")
 
     def feature_config(self) -> FeatureConfig:
         return self.features.config()

@@ -69,6 +69,10 @@ class RunResult:
     model: nn.Module | None = field(default=None, repr=False)  # the trained module (this rank's copy)
 
 
+class TrainingDiverged(GuesserError):
+    """The loss became NaN or infinite (usually too high a learning rate)."""
+
+
 class TrainingInterrupted(GuesserError):
     """Ctrl-C / SIGTERM: ``last`` was saved at the current step; exit like an interrupted command."""
 
@@ -330,6 +334,17 @@ def any_rank(flag: bool, world: int, dev: torch.device) -> bool:
     return bool(box.item() > 0)
 
 
+def sum_ranks(values: list[float], world: int, dev: torch.device) -> list[float]:
+    """Element-wise sum over ranks (the logged train loss is every rank's, not rank 0's alone)."""
+    if world <= 1:
+        return values
+    import torch.distributed as dist
+
+    box = torch.tensor(values, dtype=torch.float64, device=dev)
+    dist.all_reduce(box)
+    return box.tolist()
+
+
 class StopRequests:
     """First SIGINT/SIGTERM: ask the loop to stop after the current step; a second SIGINT: stop now."""
 
@@ -497,7 +512,7 @@ def train(
                     logits = net(x)
                 loss = criterion(logits, y)  # in fp32: Criterion casts the logits
                 if not torch.isfinite(loss):
-                    raise GuesserError(f"{recipe.name}: loss became {loss.item()} at epoch {epoch + 1} step {step}; "
+                    raise TrainingDiverged(f"{recipe.name}: loss became {loss.item()} at epoch {epoch + 1} step {step}; "
                                        "lower train.lr or check the cache")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -528,7 +543,8 @@ def train(
             counters["seconds"] += time.perf_counter() - t_epoch
 
             # ---- end of epoch: validate (rank 0), agree on the score, schedule, stop early, checkpoint
-            row = {"epoch": epoch + 1, "train_loss": round(counters["loss_sum"] / max(counters["loss_n"], 1), 6),
+            loss_sum, loss_n = sum_ranks([counters["loss_sum"], counters["loss_n"]], world, dev)
+            row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(loss_n, 1), 6),
                    "lr": optimizer.param_groups[0]["lr"]}
             if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
                 score = None

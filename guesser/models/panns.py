@@ -10,6 +10,18 @@ classes) is replaced by ``head`` sized for guesser's task; their
 Input here is guesser's [B, 1, M, T]; PANNs works in [B, 1, T, M], so the
 forward pass transposes first (the 5×5 kernels are not symmetric in time and
 frequency, so this matters for pretrained weights).
+
+Checked against ``Cnn6`` in ``pytorch/models.py`` of qiuqiangkong/audioset_tagging_cnn:
+``bn0`` normalises over the 64 mel bins (transpose to put mels on the channel
+axis), four [conv 5×5 (no bias) → BN → ReLU → avg-pool 2×2] blocks each followed
+by dropout 0.2, mean over frequency, max + mean over time, dropout 0.5, ``fc1``
++ ReLU, dropout 0.5 (their ``embedding``), classifier; weights initialised as
+theirs (Xavier-uniform convolutions and linears, zero biases, unit BN). One
+deliberate difference: their AudioSet classifier reads ``fc1``'s output before
+that last dropout, while their transfer-learning template (``finetune_template.py``)
+puts the new head on the dropped-out ``embedding``; ``head`` is such a new head,
+so it follows the template. Their in-model SpecAugment and mixup are the
+trainer's job here (:mod:`trainer.augment`).
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ class ConvBlock5x5(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, kernel_size=5, padding=2, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
+        nn.init.xavier_uniform_(self.conv1.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.avg_pool2d(F.relu(self.bn1(self.conv1(x))), kernel_size=2)
@@ -47,6 +60,9 @@ class Cnn6(nn.Module):
         self.head = nn.Linear(512, n_outputs)
         self.dropout = dropout
         self.head_dropout = head_dropout
+        for fc in (self.fc1, self.head):  # PANNs' init_layer (BatchNorm's default init is already theirs)
+            nn.init.xavier_uniform_(fc.weight)
+            nn.init.zeros_(fc.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, 1, M, T] log-mel (not normalised: bn0 does it per mel bin) -> [B, n_outputs] logits."""

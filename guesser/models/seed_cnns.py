@@ -35,8 +35,12 @@ def mlp_head(widths: list[int], dropouts: list[float]) -> nn.Sequential:
 class SeedCnn(nn.Module):
     """Conv blocks -> adaptive avg pool (4×4) -> flatten -> MLP head -> logits."""
 
-    def __init__(self, channels: list[int], hidden: list[int], dropouts: list[float], n_outputs: int):
+    def __init__(self, channels: list[int], hidden: list[int], dropouts: float | list[float], n_outputs: int):
         super().__init__()
+        # one number: the same dropout after every hidden layer (what ``guesser tune`` varies)
+        dropouts = [float(dropouts)] * len(hidden) if isinstance(dropouts, (int, float)) else list(dropouts)
+        if len(dropouts) != len(hidden):
+            raise ValueError(f"dropout needs {len(hidden)} value(s) (one per hidden layer), got {len(dropouts)}")
         chans = [1, *channels]
         self.features = nn.Sequential(*[conv_block(a, b) for a, b in zip(chans[:-1], chans[1:])])
         self.pool = nn.AdaptiveAvgPool2d((4, 4))
@@ -50,19 +54,19 @@ class SeedCnn(nn.Module):
 class Cnn4(SeedCnn):
     """cnn4: 32-64-128-128 channels, head 2048→512→256→n, dropout 0.3/0.2 (1,472,776 params for 200)."""
 
-    def __init__(self, n_outputs: int = 200, dropout: tuple[float, float] = (0.3, 0.2)):
-        super().__init__([32, 64, 128, 128], [512, 256], list(dropout), n_outputs)
+    def __init__(self, n_outputs: int = 200, dropout: float | tuple[float, float] = (0.3, 0.2)):
+        super().__init__([32, 64, 128, 128], [512, 256], dropout, n_outputs)
 
 
 class Cnn3(SeedCnn):
     """cnn3: 32-64-128 channels, head 2048→576→n, dropout 0.3 (1,388,744 params for 200)."""
 
-    def __init__(self, n_outputs: int = 200, dropout: tuple[float] = (0.3,)):
-        super().__init__([32, 64, 128], [576], list(dropout), n_outputs)
+    def __init__(self, n_outputs: int = 200, dropout: float | tuple[float] = (0.3,)):
+        super().__init__([32, 64, 128], [576], dropout, n_outputs)
 
 
 class FamilyCnn(SeedCnn):
     """family CNN: 32-64-128 channels, head 2048→256→n, dropout 0.3 (single-label families)."""
 
-    def __init__(self, n_outputs: int = 6, dropout: tuple[float] = (0.3,)):
-        super().__init__([32, 64, 128], [256], list(dropout), n_outputs)
+    def __init__(self, n_outputs: int = 6, dropout: float | tuple[float] = (0.3,)):
+        super().__init__([32, 64, 128], [256], dropout, n_outputs)
