@@ -97,13 +97,15 @@ def train_one(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
     pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Official PANNs Cnn6 checkpoint (cnn6 recipes)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0,
+                                         help="Also save the resumable state every N steps (default: every epoch)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Train one recipe; writes best/last checkpoints, metrics.jsonl and run.json."""
+    """Train one recipe; writes best/last checkpoints, metrics.jsonl and run.json. Works under torchrun (DDP)."""
     from trainer.multi import train_recipe
 
     train_recipe(recipe, cache=cache, data=data, out=out, epochs=epochs, batch_size=batch_size, device=device,
-                 pretrained=pretrained, resume=resume, progress=progress)
+                 pretrained=pretrained, resume=resume, progress=progress, checkpoint_every=checkpoint_every)
 
 
 @train_app.command("multi")
@@ -144,11 +146,16 @@ def tune(
     out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Study folder: SQLite storage, trial runs, best recipe."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per trial (default: the recipe's)."),
     device: str = typer.Option("auto", "--device"),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Optuna TPE + MedianPruner over lr, dropout, batch size and augmentation; resumable (SQLite)."""
+    """Optuna TPE + MedianPruner over lr, dropout, batch size and augmentation; resumable (SQLite).
+
+    --trials is the study's total: rerunning the command continues it. The best
+    trial is written to OUT/best_recipe.toml (needs the 'tune' extra: pip install 'guesser[tune]').
+    """
     from trainer.tune import run_tuning
 
-    run_tuning(recipe, trials=trials, cache=cache, out=out, epochs=epochs, device=device)
+    run_tuning(recipe, trials=trials, cache=cache, out=out, epochs=epochs, device=device, progress=progress)
 
 
 # ---------------------------------------------------------------- evaluation

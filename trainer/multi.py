@@ -8,6 +8,7 @@ trained set of models can be used with ``guesser classify --models runs``.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,11 +24,19 @@ from trainer.recipe import Recipe, shipped_recipes
 console = Console(stderr=True)
 
 
+def is_main_rank() -> bool:
+    """False on torchrun's ranks other than 0: they train but neither print nor write."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
 def ensure_cache(cache: Path, cfg: FeatureConfig, data: Path | None, progress: bool) -> None:
     """Build the cache for ``cfg`` from ``data`` unless it is already complete."""
     d = cache_dir(cache, cfg)
     if is_complete(d):
         return
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # N ranks must not build one cache N times over
+        raise GuesserError(f"no cache for feature setting {cfg.key} in {cache}; build it before a torchrun "
+                           f"training with 'guesser preprocess DATA_ROOT --out {cache}' (on every machine)")
     if data is None:
         raise GuesserError(f"no cache for feature setting {cfg.key} in {cache}; "
                            f"run 'guesser preprocess DATA_ROOT --out {cache}' or pass --data DATA_ROOT")
@@ -43,13 +52,20 @@ def prepared(recipe: Recipe, epochs: int | None, batch_size: int | None, pretrai
 
 
 def train_recipe(name: str, *, cache: Path, data: Path | None, out: Path | None, epochs: int | None,
-                 batch_size: int | None, device: str, pretrained: Path | None, resume: bool, progress: bool):
-    from trainer.train import train
+                 batch_size: int | None, device: str, pretrained: Path | None, resume: bool, progress: bool,
+                 checkpoint_every: int = 0):
+    """``guesser train one``: load the recipe, make sure its cache exists, train, say where the model is."""
+    from trainer.train import score_name, train
 
     recipe = prepared(Recipe.load(name), epochs, batch_size, pretrained)
     ensure_cache(cache, recipe.feature_config(), data, progress)
     out = out or Path("runs") / recipe.name
-    return train(recipe, cache, out, device=device, resume=resume, progress=progress)
+    result = train(recipe, cache, out, device=device, resume=resume, progress=progress,
+                   checkpoint_every=checkpoint_every)
+    if is_main_rank():
+        console.print(f"{recipe.name}: best {score_name(recipe.task)} {result.best_score:.4f} at epoch "
+                      f"{result.best_epoch} -> {out / 'best.safetensors'}")
+    return result
 
 
 def select_recipes(spec: str | None) -> list[Recipe]:
@@ -76,10 +92,14 @@ def train_all(*, cache: Path, data: Path | None, out: Path, recipes: str | None,
     for i, r in enumerate(chosen, 1):
         run = out / r.name
         if (run / "run.json").exists() and resume:
-            console.print(f"[dim]{i}/{len(chosen)} {r.name}: finished earlier, kept[/]")
+            if is_main_rank():
+                console.print(f"[dim]{i}/{len(chosen)} {r.name}: finished earlier, kept[/]")
             continue
-        console.rule(f"{i}/{len(chosen)} {r.name} ({r.member}, {r.arch}, {r.task})")
+        if is_main_rank():
+            console.rule(f"{i}/{len(chosen)} {r.name} ({r.member}, {r.arch}, {r.task})")
         train(r, cache, run, device=device, resume=resume, progress=progress)
+    if not is_main_rank():
+        return out / "index.json"
     return write_index(out, [r.name for r in chosen])
 
 
