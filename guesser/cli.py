@@ -70,7 +70,7 @@ def _parse_shard(shard: str | None) -> tuple[int, int]:
 def preprocess(
     data_root: Path = typer.Argument(..., help="FSD50K root (FSD50K.ground_truth/, FSD50K.dev_audio/, FSD50K.eval_audio/)."),
     out: Path = typer.Option(Path("cache"), "--out", "-o", help="Cache folder (one subfolder per feature setting)."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Worker processes (default: all cores)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Worker processes (default: all cores, shared by torchrun's local ranks)."),
     features: str = typer.Option("seed", "--features", help="Feature presets to build: seed, panns, or all (comma-separated)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="Build only shard i of n (i/n); defaults to torchrun's RANK/WORLD_SIZE."),
     merge_only: bool = typer.Option(False, "--merge", help="Only merge the parts that shards have built."),

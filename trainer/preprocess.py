@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -23,30 +24,52 @@ def parse_presets(spec: str) -> list[FeatureConfig]:
 
 
 def merge_shards(data_root: str | Path, out: str | Path, cfg: FeatureConfig) -> BuildResult:
-    """Join the parts that ``--shard`` runs built, after checking that every chunk is there."""
-    from trainer.cache import CHUNK, _part_path
+    """Join the parts that ``--shard`` runs built, after checking that every chunk is there.
+
+    The parts must have been built from the same clips (``plan.json``); the
+    merge lock keeps a shard that finishes now from merging at the same time.
+    """
+    from trainer.cache import CHUNK, _check_plan, _part_path, _take_lock
 
     ds = Fsd50k.open(data_root)
     d = cache_dir(out, cfg)
     if is_complete(d):
         return build_cache(data_root, out, cfg, progress=False)
+    if not (d / "parts").is_dir():
+        raise GuesserError(f"{d}: nothing to merge (no parts/ folder); build the shards with --out {out} first")
+    _check_plan(d, ds, list(SPLITS))
     missing = [(s, c) for s in SPLITS for c in range((len(ds.splits[s]) + CHUNK - 1) // CHUNK)
                if not _part_path(d, s, c).exists()]
     if missing:
         raise GuesserError(f"{d}: {len(missing)} chunk(s) not built yet (first: {missing[0][0]} #{missing[0][1]}); "
                            "run the remaining shards first")
-    return merge_parts(ds, d, cfg, list(SPLITS))
+    lock = d / ".merge.lock"
+    if not _take_lock(lock):
+        raise GuesserError(f"{d}: another process is merging (lock {lock}); if none is, delete the lock and rerun")
+    try:
+        return merge_parts(ds, d, cfg, list(SPLITS))
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def default_jobs() -> int:
+    """All cores, shared out between the ranks torchrun starts on this machine (LOCAL_WORLD_SIZE)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, cores // max(local, 1))
 
 
 def run_preprocess(data_root: Path, out: Path, *, jobs: int | None, features: str, shard: tuple[int, int],
                    merge_only: bool, progress: bool) -> list[BuildResult]:
     console = Console(stderr=True)
     results = []
+    if jobs is not None and jobs < 1:
+        raise GuesserError(f"--jobs must be at least 1, got {jobs}")
     for cfg in parse_presets(features):
         if merge_only:
             res = merge_shards(data_root, out, cfg)
         else:
-            res = build_cache(data_root, out, cfg, jobs=jobs, shard=shard, progress=progress)
+            res = build_cache(data_root, out, cfg, jobs=jobs or default_jobs(), shard=shard, progress=progress)
         results.append(res)
         if res.merged:
             table = Table(title=f"cache {res.directory}", show_header=True)
@@ -59,6 +82,9 @@ def run_preprocess(data_root: Path, out: Path, *, jobs: int | None, features: st
                 console.print(f"[yellow]skipped {len(res.skipped)} clip(s); see {res.directory / 'report.json'}[/]")
                 for s in res.skipped[:5]:
                     console.print(f"  {s['split']} {s['fname']}: {s['reason']}")
+        elif res.merging_elsewhere:
+            console.print(f"every chunk of {cfg.key} is built; another process is merging them "
+                          f"(lock {res.directory / '.merge.lock'}; if none is, delete the lock and rerun)")
         else:
             console.print(f"shard {shard[0]}/{shard[1]} of {cfg.key} done; merge once every shard has finished "
                           f"(guesser preprocess {data_root} --out {out} --merge)")
