@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -166,12 +167,14 @@ def run_tuning(
     key = score_name(base.task)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(
-        f"sqlite:///{(out / STUDY_DB).resolve()}",
-        heartbeat_interval=60,  # a trial whose process died (kill -9) is marked failed after the grace period …
-        grace_period=180,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),  # … and retried once
-    )
+    with warnings.catch_warnings():  # heartbeats and retries are marked experimental, and have been for years
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{(out / STUDY_DB).resolve()}",
+            heartbeat_interval=60,  # a trial whose process died (kill -9) is marked failed after the grace period …
+            grace_period=180,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),  # … and retried once
+        )
     study = optuna.create_study(
         study_name=base.name,
         storage=storage,

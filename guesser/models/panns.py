@@ -26,6 +26,7 @@ trainer's job here (:mod:`trainer.augment`).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -92,7 +93,9 @@ def load_panns_weights(model: Cnn6, path: str | Path) -> list[str]:
     if not p.is_file():
         raise CheckpointError(f"{p}: no such PANNs checkpoint")
     try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # odd pickle protocols warn; refusing code is all that matters here
+            warnings.simplefilter("ignore")
+            obj = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{p}: not a PANNs checkpoint readable without pickle ({str(e).splitlines()[0]})") from None
     state = obj.get("model", obj) if isinstance(obj, dict) else None

@@ -1,0 +1,230 @@
+"""The training loop on the session's tiny synthetic cache: learning, checkpoints, exact resume, stopping rules.
+
+One uninterrupted run (``reference``) is the yardstick: runs that were stopped
+(Ctrl-C, ``max_steps``, a real ``kill -9``) and resumed must end bit-identical
+to it, weights, optimiser state and metrics alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import trainer.train as train_mod
+from guesser.checkpoint import load_checkpoint, read_meta
+from guesser.errors import GuesserError
+from guesser.labels import FAMILIES_6, default_label_space
+from trainer.train import TrainingInterrupted, train
+from trainkit import one_thread, one_thread_env, same_tensors, tiny_recipe, without_time, write_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def cache_root(fsd_cache) -> Path:
+    return fsd_cache.directory.parent
+
+
+@pytest.fixture(scope="module")
+def reference(cache_root, tmp_path_factory):
+    """An uninterrupted 2-epoch run of ``tiny_recipe()`` and the lines it printed."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    lines: list[str] = []
+    result = train(tiny_recipe(), cache_root, out, device="cpu", progress=False, log=lines.append)
+    return result, out, lines
+
+
+def test_two_epochs_lower_the_loss_and_write_a_loadable_model(reference):
+    from guesser.ensemble import load_model
+
+    result, out, lines = reference
+    assert result.finished and result.epochs_run == 2
+    losses = [row["train_loss"] for row in result.history]
+    assert losses[1] < losses[0]
+    assert all(0.0 <= row["val_map"] <= 1.0 and np.isfinite(row["val_loss"]) for row in result.history)
+
+    # one JSON line per epoch, printed and in metrics.jsonl
+    printed = [json.loads(s) for s in lines]
+    assert [r["epoch"] for r in printed] == [1, 2]
+    assert [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()] == result.history
+
+    model = load_model(out / "best.safetensors")
+    assert model.task == "labels" and model.classes == default_label_space().vocabulary.names
+    assert model.features.clip_seconds == 0.5 and model.features.has_stats
+    meta = read_meta(out / "best.safetensors")
+    assert meta["best_epoch"] == result.best_epoch and meta["metrics"]["val_map"] == round(result.best_score, 6)
+    assert set(meta["trained_labels"]) >= {"Piano", "Rain", "Bark", "Engine"}
+    with torch.no_grad():
+        assert model.module(torch.zeros(1, 1, 128, model.features.clip_frames)).shape == (1, 200)
+
+    # best.safetensors holds the weights of the best epoch: here the last one, whose state ends the run
+    if result.best_epoch == 2:
+        state, _ = train_mod.load_state(out / "last.safetensors")
+        best, _ = load_checkpoint(out / "best.safetensors")
+        assert best.keys() == state["model"].keys()
+        assert all(torch.equal(v, state["model"][k]) for k, v in best.items())
+
+    summary = json.loads((out / "run.json").read_text())
+    assert summary["best_epoch"] == result.best_epoch and summary["epochs_run"] == 2 and not summary["early_stopped"]
+
+
+def test_resume_after_ctrl_c_and_a_mid_epoch_stop_is_bit_identical(reference, cache_root, tmp_path, monkeypatch):
+    _, ref_out, _ = reference
+    out = tmp_path / "run"
+    real_make_batch = train_mod.make_batch
+    calls = {"n": 0}
+
+    def make_batch_then_ctrl_c(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            signal.raise_signal(signal.SIGINT)  # as a user's Ctrl-C during the third step
+        return real_make_batch(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "make_batch", make_batch_then_ctrl_c)
+    with pytest.raises(TrainingInterrupted, match="--resume") as e:
+        train(tiny_recipe(), cache_root, out, device="cpu", progress=False, log=lambda s: None)
+    assert e.value.exit_code == 130
+    assert read_meta(out / "last.safetensors")["counters"]["step"] == 3  # the step in flight was finished
+    monkeypatch.setattr(train_mod, "make_batch", real_make_batch)
+
+    part = train(tiny_recipe(), cache_root, out, device="cpu", progress=False, resume=True, max_steps=5,
+                 log=lambda s: None)  # steps 3-5 of epoch 1, then 2 steps into epoch 2
+    assert not part.finished
+    counters = read_meta(out / "last.safetensors")["counters"]
+    assert (counters["epoch"], counters["step"]) == (1, 2)
+
+    done = train(tiny_recipe(), cache_root, out, device="cpu", progress=False, resume=True, log=lambda s: None)
+    assert done.finished
+    assert same_tensors(ref_out / "last.safetensors", out / "last.safetensors") == []
+    assert same_tensors(ref_out / "best.safetensors", out / "best.safetensors") == []
+    assert without_time(done.history) == without_time(reference[0].history)
+    ref_rows = [json.loads(s) for s in (ref_out / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert without_time(rows) == without_time(ref_rows)
+
+
+def test_kill_9_mid_run_then_resume_is_bit_identical(reference, cache_root, tmp_path):
+    _, ref_out, _ = reference
+    recipe_file = write_recipe(tmp_path / "tiny.toml", tiny_recipe())
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "guesser", "train", "one", str(recipe_file), "--cache", str(cache_root),
+           "--out", str(out), "--device", "cpu", "--no-progress", "--checkpoint-every", "1"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=one_thread_env())
+    deadline = time.monotonic() + 120
+    while not (out / "last.safetensors").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "run.json").exists(), "the run finished before it was killed"
+    # the checkpoint is whole (atomic writes) and the run continues from it
+    result = train(tiny_recipe(), cache_root, out, device="cpu", progress=False, resume=True, log=lambda s: None)
+    assert result.finished
+    assert same_tensors(ref_out / "last.safetensors", out / "last.safetensors") == []
+    assert without_time(result.history) == without_time(reference[0].history)
+
+
+def test_an_existing_run_needs_resume_and_the_same_recipe(reference, cache_root):
+    _, ref_out, _ = reference
+    with pytest.raises(GuesserError, match="already holds a run; pass --resume"):
+        train(tiny_recipe(), cache_root, ref_out, device="cpu", progress=False)
+    with pytest.raises(GuesserError, match=r"different recipe \(train\.lr \(0\.001 vs 0\.002\)\)"):
+        train(tiny_recipe(lr=0.002), cache_root, ref_out, device="cpu", progress=False, resume=True)
+    # a finished run resumed trains nothing more
+    again = train(tiny_recipe(), cache_root, ref_out, device="cpu", progress=False, resume=True, log=lambda s: None)
+    assert without_time(again.history) == without_time(reference[0].history)
+
+
+def _scripted_validation(monkeypatch, scores: list[float]) -> list[int]:
+    """Replace the (slow) validation pass by fixed scores; returns the list of epochs validated."""
+    validated: list[int] = []
+
+    def fake_predict(model, split, cfg, task, **kw):
+        return np.full((len(split), 200 if task == "labels" else 6), 0.5, np.float32)
+
+    def fake_score(probs, targets):
+        validated.append(len(validated) + 1)
+        return scores[len(validated) - 1]
+
+    monkeypatch.setattr(train_mod, "predict_split", fake_predict)
+    monkeypatch.setattr(train_mod, "validation_score", fake_score)
+    return validated
+
+
+def test_early_stopping_and_plateau_schedule(cache_root, tmp_path, monkeypatch):
+    validated = _scripted_validation(monkeypatch, [0.5, 0.6, 0.55, 0.54, 0.9, 0.9, 0.9, 0.9])
+    recipe = tiny_recipe(epochs=8, batch_size=8, scheduler="plateau", plateau_patience=0, plateau_factor=0.5,
+                         warmup_epochs=0, early_stop=2, oversample=False, augment={})
+    result = train(recipe, cache_root, tmp_path / "run", device="cpu", progress=False, log=lambda s: None)
+    # best at epoch 2; epochs 3 and 4 do not beat it; 2 epochs without improvement: stop after epoch 4
+    assert result.epochs_run == 4 and result.best_epoch == 2 and result.best_score == 0.6
+    assert [row["lr"] for row in result.history] == [1e-3, 1e-3, 1e-3, 5e-4]  # halved after epoch 3's setback
+    summary = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert summary["early_stopped"] and summary["best_epoch"] == 2
+    assert read_meta(tmp_path / "run" / "best.safetensors")["best_epoch"] == 2
+    # the stop is part of the saved state: resuming does not train on
+    again = train(recipe, cache_root, tmp_path / "run", device="cpu", progress=False, resume=True, log=lambda s: None)
+    assert again.epochs_run == 4 and validated == [1, 2, 3, 4]
+
+
+def test_val_every_still_logs_every_epoch_and_validates_the_last(cache_root, tmp_path, monkeypatch):
+    validated = _scripted_validation(monkeypatch, [0.3, 0.4])
+    recipe = tiny_recipe(epochs=3, batch_size=8, val_every=2, scheduler="none", warmup_epochs=0, augment={})
+    result = train(recipe, cache_root, tmp_path / "run", device="cpu", progress=False, log=lambda s: None)
+    assert [r["epoch"] for r in result.history] == [1, 2, 3]
+    assert ["val_map" in r for r in result.history] == [False, True, True]
+    assert validated == [1, 2]
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_warmup_then_cosine_learning_rate():
+    from trainer.train import scheduled_lr
+
+    t = tiny_recipe(epochs=4, warmup_epochs=1, lr=1e-3, min_lr=1e-5).train
+    lrs = [scheduled_lr(t, it, 10) for it in range(40)]
+    assert lrs[:10] == pytest.approx([1e-3 * (i + 1) / 10 for i in range(10)])
+    assert lrs[10] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # decays monotonically …
+    assert lrs[-1] == pytest.approx(1e-5 + 0.5 * (1 + np.cos(np.pi * 29 / 30)) * (1e-3 - 1e-5))  # … towards min_lr
+    plateau = tiny_recipe(scheduler="plateau", warmup_epochs=0).train
+    assert scheduled_lr(plateau, 5, 10) is None  # ReduceLROnPlateau owns the rate
+
+
+def test_families_task_with_cross_entropy(cache_root, tmp_path):
+    from guesser.ensemble import load_model
+
+    recipe = tiny_recipe("fam", arch="family_cnn", task="families", epochs=1, batch_size=8)
+    result = train(recipe, cache_root, tmp_path / "run", device="cpu", progress=False, log=lambda s: None)
+    assert "val_family_map" in result.history[0] and 0 < result.best_score <= 1
+    model = load_model(tmp_path / "run" / "best.safetensors")
+    assert model.task == "families" and model.classes == FAMILIES_6
+
+
+def test_prior_bias_starts_the_head_at_the_label_prior(cache_root, fsd_cache, tmp_path):
+    recipe = tiny_recipe(loss="focal", prior_bias=True, focal_alpha=0.25, focal_gamma=2.0, augment={},
+                         oversample=False, warmup_epochs=0, scheduler="none")
+    train(recipe, cache_root, tmp_path / "run", device="cpu", progress=False, max_steps=1, log=lambda s: None)
+    model = train_mod.load_state(tmp_path / "run" / "last.safetensors")[0]["model"]
+    bias = model[[k for k in model if k.startswith("head.") and k.endswith(".bias")][-1]]
+    pi = np.clip(fsd_cache.split("train").targets.mean(axis=0), 1e-3, 1 - 1e-3)
+    prior = torch.tensor(np.log(pi / (1 - pi)), dtype=torch.float32)
+    assert bias.shape == (200,) and prior.min() < -6  # labels absent from train start near log(1e-3)
+    # one Adam step moves each bias by about lr (1e-3) at most
+    torch.testing.assert_close(bias, prior, atol=5e-3, rtol=0)

@@ -1,0 +1,71 @@
+"""Helpers for the trainer tests: a tiny recipe that exercises every moving part, and checkpoint comparison.
+
+The recipe trains cnn4 on 0.5 s windows of the session's synthetic cache
+(``fsd_cache``: 25 train / 10 val clips), 4 clips a batch (6 steps an epoch),
+in fp32 so that runs can be compared bit for bit, with oversampling, warmup +
+cosine, and every augmentation switched on so that each random stream is
+part of what resume has to reproduce.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from guesser.checkpoint import load_checkpoint
+from trainer.recipe import Recipe
+from trainer.tune import recipe_toml
+
+AUGMENT = {"gain_db": 3.0, "freq_shift": 2, "bandlimit_p": 0.3, "hf_fill_p": 0.5, "mix_p": 0.3,
+           "time_masks": 1, "time_width": 6, "freq_masks": 1, "freq_width": 8, "mixup_alpha": 0.3}
+
+
+@contextmanager
+def one_thread():
+    """Run torch on one thread: on a shared 2-core machine two OpenMP threads spin against the
+    other jobs and a tiny run takes 5x longer. Subprocesses get ``OMP_NUM_THREADS=1`` (see
+    :func:`one_thread_env`) so their arithmetic is the same as this process's, bit for bit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def one_thread_env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def tiny_recipe(name: str = "tiny", *, arch: str = "cnn4", task: str = "labels", augment: dict | None = None,
+                **train) -> Recipe:
+    settings = {"epochs": 2, "batch_size": 4, "precision": "fp32", "oversample": True, "scheduler": "cosine",
+                "warmup_epochs": 1, "min_lr": 1e-4}
+    if task == "families":
+        settings["loss"] = "ce"
+    settings.update(train)
+    return Recipe.from_dict({"name": name, "member": arch, "arch": arch, "task": task,
+                             "features": {"preset": "seed", "clip_seconds": 0.5},
+                             "train": settings, "augment": AUGMENT if augment is None else augment})
+
+
+def write_recipe(path: Path, recipe: Recipe) -> Path:
+    path.write_text(recipe_toml(recipe))
+    return path
+
+
+def same_tensors(a: Path, b: Path) -> list[str]:
+    """Names of tensors that differ between two safetensors checkpoints ([] when bit-identical)."""
+    ta, _ = load_checkpoint(a)
+    tb, _ = load_checkpoint(b)
+    if ta.keys() != tb.keys():
+        return sorted(set(ta) ^ set(tb))
+    return [k for k in ta if ta[k].dtype != tb[k].dtype or not torch.equal(ta[k], tb[k])]
+
+
+def without_time(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
