@@ -57,3 +57,54 @@ def fsd_cache(fsd_root: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("cache")
     build_cache(fsd_root, out, SEED_CNN, jobs=1, progress=False)
     return find_cache(out, SEED_CNN)
+
+
+# ---------------------------------------------------------------- random-weight models (inference tests)
+#
+# ``model_index`` (session, read-only)
+#     A models index (``index.json``) over random-weight checkpoints of the
+#     shipped ensemble's architectures: cnn4 + cnn3 (labels, seed front-end),
+#     family_cnn (families, seed) and PANNs cnn6 (families, PANNs front-end),
+#     written through the trainer's own model_meta/save_model. Nothing here
+#     depends on models being good: tests assert behaviour, not accuracy.
+# ``light_model_index`` (session, read-only)
+#     The same with only cnn3 (labels) + family_cnn (families): the fast one.
+# ``light_ensemble`` (session)
+#     ``Ensemble.load([light_model_index])``, loaded once.
+# ``make_model_checkpoint`` (function)
+#     ``make_model_checkpoint(arch="cnn3", task="labels", preset="seed", **kw)``
+#     -> path of a fresh random-weight checkpoint under tmp_path (``kw`` go to
+#     :func:`trainer.random_models.write_random_model`: seed, val_score,
+#     trained_labels, dtype).
+
+
+@pytest.fixture(scope="session")
+def model_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trainer.random_models import write_random_ensemble
+
+    return write_random_ensemble(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def light_model_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from trainer.random_models import RandomSpec, write_random_ensemble
+
+    specs = (RandomSpec("cnn3", "labels", "seed"), RandomSpec("family_cnn", "families", "seed"))
+    return write_random_ensemble(tmp_path_factory.mktemp("light_models"), specs)
+
+
+@pytest.fixture(scope="session")
+def light_ensemble(light_model_index: Path):
+    from guesser.ensemble import Ensemble
+
+    return Ensemble.load([light_model_index])
+
+
+@pytest.fixture
+def make_model_checkpoint(tmp_path: Path):
+    from trainer.random_models import RandomSpec, write_random_model
+
+    def make(arch: str = "cnn3", task: str = "labels", preset: str = "seed", name: str = "model", **kw) -> Path:
+        return write_random_model(tmp_path / f"{name}.safetensors", RandomSpec(arch, task, preset), **kw)
+
+    return make

@@ -1,0 +1,266 @@
+"""``guesser classify`` and ``guesser models``: the ensemble on files, as tables or JSON Lines.
+
+Start-up matters here (a user runs this on one file and waits), so this module
+imports nothing heavy at import time: torch arrives with the ensemble, rich
+only when a table is drawn, and nothing from ``trainer/`` ever.
+
+A bad file never stops the others: it gets one ``error: …`` line on stderr and
+the exit code becomes 1 once every other file has been classified. Bad
+``--models`` stop everything before any file is decoded (nothing could be
+classified). Exit codes: 0 all files classified; 1 a file could not be
+classified, or no models/no files (see docs/inference.md).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Sequence, TextIO
+
+from guesser.errors import AudioError, GuesserError
+from guesser.labels import pretty
+
+if TYPE_CHECKING:  # pragma: no cover
+    from guesser.ensemble import Ensemble, Prediction
+
+BAR_WIDTH = 20
+TIMELINE_TOP = 3
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def expand_inputs(paths: Sequence[Path]) -> list[tuple[Path, str | None]]:
+    """Arguments -> [(audio file, None) or (argument, one-line error)], in the order given.
+
+    Folders are searched recursively for audio extensions (sorted); a file
+    argument is kept as given, whatever its extension, so that a mislabelled
+    file still gets a try and a clear error if it is not audio.
+    """
+    from guesser.audio import find_audio_files
+
+    items: list[tuple[Path, str | None]] = []
+    for p in paths:
+        if p.is_dir():
+            found = find_audio_files([p])
+            items.extend((f, None) for f in found)
+            if not found:
+                items.append((p, f"{p}: no audio files in this folder"))
+        elif not p.exists():
+            items.append((p, f"{p}: no such file"))
+        else:
+            items.append((p, None))
+    return items
+
+
+def classify_file(ensemble: "Ensemble", path: Path, *, timeline: bool = False) -> "Prediction":
+    """Decode ``path`` and run the ensemble; :class:`AudioError` (one line) for anything unusable.
+
+    Digital silence is refused rather than classified: a model asked about
+    silence still ranks 200 labels, and those guesses would be noise.
+    """
+    from guesser.audio import load_audio
+
+    audio = load_audio(path, allow_silent=False)
+    try:
+        return ensemble.predict(audio.samples, audio.sample_rate, timeline=timeline)
+    except MemoryError:
+        raise AudioError(f"{path}: too long to classify in memory ({audio.duration:.0f} s)") from None
+
+
+# ---------------------------------------------------------------- output
+
+
+def _bar(score: float, width: int = BAR_WIDTH) -> str:
+    """A score in [0, 1] as a bar of eighth blocks (a stable width, readable without colour)."""
+    eighths = int(round(max(0.0, min(1.0, score)) * width * 8))
+    full, rest = divmod(eighths, 8)
+    part = " ▏▎▍▌▋▊▉"[rest] if rest else ""
+    return ("█" * full + part).ljust(width)
+
+
+def prediction_json(path: Path | str, prediction: "Prediction", top_k: int) -> dict:
+    """The JSON Lines object for one file: file, labels, families, models (+ agreement, duration, timeline)."""
+    return prediction.to_json(file=str(path), top_k=top_k)
+
+
+def render_prediction(prediction: "Prediction", *, title: str, top_k: int, timeline: bool = False):
+    """A rich renderable for one prediction: ranked labels with bars, families, agreement, each model's answer."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from rich import box
+
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
+                  pad_edge=False)
+    table.add_column("#", justify="right", style="dim")
+    table.add_column("label")
+    table.add_column("score", justify="right")
+    table.add_column("", style="cyan", no_wrap=True)
+    for i, s in enumerate(prediction.top(top_k), start=1):
+        table.add_row(str(i), pretty(s.name), f"{s.score:.2f}", _bar(s.score))
+    parts: list = [table]
+
+    fam = Text("families  ", style="bold")
+    for i, f in enumerate(prediction.families[:3]):
+        fam.append(("" if i == 0 else " · ") + f"{f.name} {f.score:.2f}", style="green" if i == 0 else "")
+    parts.append(fam)
+
+    top_family = prediction.families[0].name if prediction.families else "?"
+    n = len(prediction.models)
+    agree = round(prediction.agreement * n)
+    parts.append(Text.assemble(("agreement ", "bold"),
+                               (f"{agree}/{n} models put {top_family} first", "green" if agree == n else "yellow")))
+
+    said = Text("models    ", style="bold")
+    for i, m in enumerate(prediction.models):
+        top = m.ranking[0] if m.ranking else None
+        answer = f"{pretty(top.name)} {top.score:.2f}" if top else "—"
+        said.append(("" if i == 0 else " · ") + f"{m.member}: {answer}")
+    parts.append(said)
+
+    if timeline and prediction.windows:
+        tl = Table(title="timeline", title_justify="left", show_edge=False, pad_edge=False, box=None)
+        tl.add_column("window", justify="right", style="dim", no_wrap=True)
+        tl.add_column(f"top {TIMELINE_TOP} labels")
+        for w in prediction.windows:
+            tl.add_row(f"{w.start:6.1f}–{w.end:.1f} s",
+                       " · ".join(f"{pretty(s.name)} {s.score:.2f}" for s in w.labels[:TIMELINE_TOP]))
+        parts.append(tl)
+    return Group(*parts)
+
+
+def _title(path: Path, prediction: "Prediction") -> str:
+    windows = len(prediction.windows) if prediction.windows else None
+    extra = f" · {windows} windows" if windows and windows > 1 else ""
+    return f"{path} · {prediction.duration:.1f} s{extra} · {prediction.seconds * 1000:.0f} ms"
+
+
+# ---------------------------------------------------------------- commands
+
+
+def run_classify(paths: Iterable[Path], json_out: bool = False, top_k: int = 5,
+                 models: Sequence[Path] | None = None, timeline: bool = False, *,
+                 ensemble: "Ensemble | None" = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Classify every file (folders recursively); return the exit code (0, or 1 if any file failed).
+
+    ``ensemble``/``out``/``err`` let callers and tests reuse a loaded ensemble
+    and capture the streams; the CLI passes none of them.
+    """
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if top_k < 0:
+        raise GuesserError(f"--top-k must be 0 (all labels) or more, got {top_k}")
+    items = expand_inputs([Path(p) for p in paths])
+    if not items:
+        raise GuesserError("no audio files given")
+    console = None
+    if not json_out:
+        from rich.console import Console
+
+        console = Console(file=out, highlight=False)
+    report = _error_printer(err)
+    if ensemble is None and any(e is None for _, e in items):
+        from guesser.ensemble import Ensemble
+
+        ensemble = Ensemble.load(models or None)  # once, before any file: bad --models stop everything
+    failed = 0
+    for path, problem in items:
+        if problem is None:
+            try:
+                pred = classify_file(ensemble, path, timeline=timeline)
+            except AudioError as e:
+                problem = str(e)
+        if problem is not None:
+            failed += 1
+            report(problem)
+            continue
+        if json_out:
+            out.write(json.dumps(prediction_json(path, pred, top_k), ensure_ascii=False) + "\n")
+            out.flush()
+        else:
+            console.print(render_prediction(pred, title=_title(path, pred), top_k=top_k, timeline=timeline))
+            console.print()
+    return 1 if failed else 0
+
+
+def _error_printer(err: TextIO):
+    """One red ``error: …`` line per problem (plain text when ``err`` is not a terminal)."""
+    colour = getattr(err, "isatty", lambda: False)()
+
+    def show(message: str) -> None:
+        line = f"error: {message}"
+        err.write((f"\x1b[31m{line}\x1b[0m" if colour else line) + "\n")
+        err.flush()
+
+    return show
+
+
+def model_rows(sources: Sequence[Path] | None) -> list[dict]:
+    """What ``guesser models`` shows, from the checkpoints' headers only (no weights are read)."""
+    from guesser.checkpoint import read_meta
+    from guesser.ensemble import resolve_model_paths
+    from guesser.errors import CheckpointError
+
+    rows = []
+    for path in resolve_model_paths(sources or None):
+        meta = read_meta(path)
+        if meta.get("kind") != "model":
+            raise CheckpointError(f"{path}: a {meta.get('kind', 'unknown')} checkpoint, not a model")
+        task = meta.get("task", "?")
+        metrics = meta.get("metrics") or {}
+        score_name = "val_map" if task == "labels" else "val_family_map"
+        feats = meta.get("features") or {}
+        classes = meta.get("classes") or []
+        trained = meta.get("trained_labels")
+        rows.append({
+            "member": meta.get("member", meta.get("arch", "?")),
+            "name": meta.get("name", path.parent.name),
+            "arch": meta.get("arch", "?"),
+            "task": task,
+            "params": meta.get("params"),
+            "val_score": metrics.get(score_name),
+            "score_name": score_name,
+            "features": _feature_summary(feats),
+            "classes": len(classes),
+            "trained": len(trained) if isinstance(trained, list) else None,
+            "path": str(path),
+        })
+    return rows
+
+
+def _feature_summary(feats: dict) -> str:
+    """'22.05 kHz 128 mel 6 s' (+ ', no norm') from a FeatureConfig dict: what a model hears, compactly."""
+    if not feats:
+        return "?"
+    text = f"{feats.get('sample_rate', 0) / 1000:g} kHz {feats.get('n_mels')} mel {feats.get('clip_seconds', 0):g} s"
+    return text + (", no norm" if feats.get("norm") == "none" else "")
+
+
+def run_models(models: Sequence[Path] | None = None, *, out: TextIO | None = None) -> None:
+    """Print the table of the models the ensemble would use (from their headers: instant)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    rows = model_rows(models)
+    table = Table(title="models in the ensemble", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                  show_edge=False, pad_edge=False, caption="val: validation mAP (labels) or family mAP (families)",
+                  caption_justify="left")
+    for col, just in (("member / run", "left"), ("task", "left"), ("params", "right"), ("val", "right"),
+                      ("features", "left"), ("trained", "right")):
+        table.add_column(col, justify=just, no_wrap=col != "features", overflow="fold",
+                         min_width=12 if col == "features" else None)
+    for r in rows:
+        score = f"{r['val_score']:.3f}" if isinstance(r["val_score"], (int, float)) else "—"
+        params = f"{r['params'] / 1e6:.2f} M" if isinstance(r["params"], int) else "?"
+        if r["task"] == "labels":
+            trained = f"{r['trained']}/{r['classes']}" if r["trained"] is not None else "—"
+        else:
+            trained = f"{r['classes']} fam."
+        who = Text.assemble((r["member"], "bold"), "\n", (r["name"], "dim"))
+        table.add_row(who, r["task"], params, score, r["features"], trained)
+    Console(file=out or sys.stdout, highlight=False).print(table)
