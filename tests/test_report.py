@@ -88,6 +88,9 @@ def test_charts_and_heatmap(runs):
     text = render([], runs)
     for name in ("tiny_cnn4", "tiny_cnn3", "tiny_family"):
         assert f"{name}: loss per epoch" in text
+    one = [json.loads(ln) for ln in (runs / "tiny_cnn3" / "metrics.jsonl").read_text().splitlines()]
+    assert len(one) == 1  # a one-epoch run: its losses as numbers instead of a two-dot chart
+    assert f"train loss {one[0]['train_loss']:.4f}, val loss {one[0]['val_loss']:.4f}" in text
     ev = load(runs / "tiny_cnn4" / "eval.json")
     assert f"tiny_cnn4 (AUC {f3(ev['roc_labels']['micro']['auc'])})" in text
     assert f"tiny_cnn4 (AUC {f3(ev['roc_families']['micro']['auc'])})" in text

@@ -332,17 +332,22 @@ def fmt(v, digits: int = 3) -> str:
 
 
 def print_summary(results: list[dict], split: str, console) -> None:
+    """One row per model (and the ensemble); narrow enough for an 80-column terminal."""
+    from rich import box
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"evaluation on the {split} split")
-    for col, just in (("model", "left"), ("task", "left"), ("clips", "right"), ("mAP", "right"), ("d'", "right"),
-                      ("lwlrap", "right"), ("F1 µ/M", "right"), ("family mAP", "right"), ("family acc", "right")):
-        table.add_column(col, justify=just)
+    table = Table(title=f"evaluation on the {split} split", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("model", overflow="fold", min_width=16, ratio=1)
+    for col in ("mAP", "d'", "lwlrap", "F1 µ/M", "fam mAP", "fam acc"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in results:
         s = r["summary"]
         f1 = f"{fmt(s.get('f1_micro'))}/{fmt(s.get('f1_macro'))}" if "f1_micro" in s else fmt(s.get("family_f1_macro"))
-        table.add_row(r["name"], r["task"], str(r["clips"]), fmt(s.get("map")), fmt(s.get("d_prime")),
-                      fmt(s.get("lwlrap")), f1, fmt(s.get("family_map")), fmt(s.get("family_accuracy")))
+        name = Text(r["name"])
+        name.append(f"\n{r['task']} · {r['clips']} clips", style="dim")
+        table.add_row(name, fmt(s.get("map")), fmt(s.get("d_prime")), fmt(s.get("lwlrap")), f1,
+                      fmt(s.get("family_map")), fmt(s.get("family_accuracy")))
     console.print(table)
     for r in results:
         console.print(f"[dim]{r['name']}: results → {r['path']}[/]")

@@ -273,8 +273,13 @@ def best_worst_labels(result: dict, k: int = 8) -> Table | None:
 
 
 def chart(series: list[tuple[str, list[float], list[float], bool]], title: str, xlabel: str, width: int,
-          height: int = 15, limits: tuple[float, float] | None = None) -> Text:
-    """A plotext line chart rendered to rich Text: ``series`` = (label, xs, ys, connect)."""
+          height: int = 15, limits: tuple[float, float] | None = None, legend: str = "top") -> Text:
+    """A plotext line chart rendered to rich Text: ``series`` = (label, xs, ys, connect).
+
+    The legend goes in the right-hand corner (``legend`` top or bottom) where
+    the curves are not: loss curves fall from the upper left, ROC curves rise
+    along the upper left. (plotext places a legend in data coordinates.)
+    """
     import plotext as plt
 
     fig = plt.figure
@@ -284,6 +289,11 @@ def chart(series: list[tuple[str, list[float], list[float], bool]], title: str, 
     for label, xs, ys, connect in series:
         sig = fig.signal(list(xs), list(ys)).label(label)
         fig.draw(sig.lines() if connect and len(xs) > 1 else sig)
+    xs_all = [x for _, xs, _, _ in series for x in xs]
+    ys_all = [y for _, _, ys, _ in series for y in ys]
+    lo, hi = limits if limits is not None else (min(ys_all), max(ys_all))
+    fig.legend(x=limits[1] if limits is not None else max(xs_all), y=hi if legend == "top" else lo,
+               ha="right", va=legend, relative=True)
     if limits is not None:
         fig.ruler(axis=0).lim(*limits)
         fig.ruler(axis=1).lim(*limits)
@@ -298,13 +308,17 @@ def loss_chart(run: RunFolder, width: int) -> Text | None:
     h = run.history
     if not h:
         return None
+    if len(h) == 1:  # a chart of two dots says less than the numbers
+        r = h[0]
+        val = f", val loss {r['val_loss']:.4f}" if r.get("val_loss") is not None else ""
+        return Text(f"{run.name}: loss per epoch — one epoch only: train loss {r['train_loss']:.4f}{val} "
+                    "(a curve needs two epochs)")
     epochs = [r["epoch"] for r in h]
     series = [("train loss", epochs, [r["train_loss"] for r in h], True)]
     val = [(r["epoch"], r["val_loss"]) for r in h if r.get("val_loss") is not None]
     if val:
         series.append(("val loss", [e for e, _ in val], [v for _, v in val], True))
-    note = " (1 epoch: a single point)" if len(h) == 1 else ""
-    return chart(series, f"{run.name}: loss per epoch{note}", "epoch", width)
+    return chart(series, f"{run.name}: loss per epoch", "epoch", width)
 
 
 def roc_chart(results: list[dict], key: str, title: str, width: int) -> Text | None:
@@ -316,7 +330,8 @@ def roc_chart(results: list[dict], key: str, title: str, width: int) -> Text | N
     if not series:
         return None
     series.append(("chance", [0.0, 1.0], [0.0, 1.0], True))
-    return chart(series, title, "false positive rate (y: true positive rate)", width, height=18, limits=(0.0, 1.0))
+    return chart(series, title, "false positive rate (y: true positive rate)", width, height=18, limits=(0.0, 1.0),
+                 legend="bottom")
 
 
 def heat_style(v: float) -> Style:
@@ -333,7 +348,8 @@ def confusion_heatmap(result: dict) -> Table | None:
     classes = [FAMILY_SHORT.get(c, c) for c in conf["classes"]]
     support = (result.get("families") or {}).get("support") or [None] * len(classes)
     t = Table(title=f"{result['name']}: top family, row-normalised (rows: true, columns: predicted)",
-              box=box.SIMPLE, pad_edge=False)
+              box=box.SIMPLE, pad_edge=False, caption_justify="left",
+              caption="clips: clips of the true family (a clip of two families counts ½ in each row)")
     t.add_column("true \\ pred")
     for c in classes:
         t.add_column(c, justify="right")
