@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -117,7 +118,7 @@ def test_label_model_scores_are_the_apps(evaluated, fsd_tree, app_out):
     both = [k for k in range(len(NAMES)) if 0 < y[:, k].sum() < len(y)]
     auc = np.mean([roc_auc_score(y[:, k], labels[:, k]) for k in both])
     assert s["auc"] == pytest.approx(auc, abs=1e-4)
-    assert s["d_prime"] == pytest.approx(math.sqrt(2) * __import__("statistics").NormalDist().inv_cdf(auc), abs=1e-3)
+    assert s["d_prime"] == pytest.approx(math.sqrt(2) * NormalDist().inv_cdf(auc), abs=1e-3)
     ap = r["labels"]["ap"]
     for k in range(len(NAMES)):
         if y[:, k].any():

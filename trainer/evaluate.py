@@ -295,7 +295,8 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
     results: list[dict] = []
     evaluated: list[ModelRun] = []
     for ckpt in ckpts:
-        model = load_model(ckpt)
+        # the app's fused inference path is a CPU (oneDNN) path; on a GPU the module as trained gives the same logits
+        model = load_model(ckpt, optimize=dev.type == "cpu")
         with status.status(f"scoring {model.name} on {split} …"):
             t0 = time.perf_counter()
             s, cache_path = score(model, Path(cache), split, dev)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rich import box
 from rich.color import Color
-from rich.console import Console, Group
+from rich.console import Console
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
