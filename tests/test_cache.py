@@ -91,10 +91,11 @@ def test_layout_index_and_targets(fsd_tree, reference: Path):
         s = cache.split(split)
         want = fsd_tree.split(split)
         assert s.fnames.tolist() == [c.fname for c in want]  # CSV order
-        assert s.frames.dtype == np.float16 and s.frames.shape[1] == 128
-        assert isinstance(s.frames, np.memmap)
+        assert s.frames.dtype == np.float16 and s.frames.ndim == 1 and isinstance(s.frames, np.memmap)
         assert s.offsets[0] == 0 and np.array_equal(s.offsets[1:], np.cumsum(s.lengths)[:-1])
-        assert s.lengths.sum() == len(s.frames)
+        assert s.lengths.sum() * 128 == len(s.frames)  # clip after clip, each an [M, T] block
+        o, n = int(s.offsets[-1]), int(s.lengths[-1])
+        np.testing.assert_array_equal(s.clip(len(s) - 1), s.frames[o * 128 :].reshape(128, n))
         np.testing.assert_array_equal(s.targets, ds.targets(split))
         assert s.vocabulary == ds.vocabulary.names
         for i, c in enumerate(want):
@@ -106,7 +107,8 @@ def test_layout_index_and_targets(fsd_tree, reference: Path):
 
 def test_train_statistics(reference: Path):
     cache = FeatureCache.open(reference)
-    frames = np.asarray(cache.split("train").frames, np.float64)
+    train = cache.split("train")
+    frames = np.concatenate([train.clip(i).T for i in range(len(train))]).astype(np.float64)  # [sum T, M]
     assert cache.stats["frames"] == len(frames)
     np.testing.assert_allclose(cache.stats["global"]["mean"], [frames.mean()], rtol=1e-9)
     np.testing.assert_allclose(cache.stats["global"]["std"], [frames.std()], rtol=1e-6)
@@ -325,6 +327,36 @@ def test_shards_without_merge_then_explicit_merge(fsd_root: Path, reference: Pat
 
 
 # ---------------------------------------------------------------- opening
+
+
+def test_layout_1_caches_still_read_the_same(reference: Path, tmp_path):
+    """A cache from before the mel-major layout (time-major [sum T, M] frames) reads identically."""
+    import shutil
+
+    old = tmp_path / reference.name
+    shutil.copytree(reference, old)
+    new = FeatureCache.open(reference)
+    for split in ("train", "val", "eval"):
+        s = new.split(split)
+        np.save(old / f"{split}.frames.npy", np.concatenate([s.block(i).T for i in range(len(s))]))
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "version": 1}))
+    legacy = FeatureCache.open(old)
+    assert legacy.version == 1
+    for split in ("train", "eval"):
+        a, b = new.split(split), legacy.split(split)
+        assert b.frames.ndim == 2 and b.n_mels == 128
+        for i in range(len(a)):
+            np.testing.assert_array_equal(a.clip(i), b.clip(i))
+        idx = np.arange(len(a))
+        for policy in ("tile", "pad"):
+            np.testing.assert_array_equal(a.crops(idx, 516, policy=policy), b.crops(idx, 516, policy=policy))
+            np.testing.assert_array_equal(a.crops(idx, 516, np.random.default_rng(3), policy),
+                                          b.crops(idx, 516, np.random.default_rng(3), policy))
+    (old / "manifest.json").write_text(json.dumps({**manifest, "version": 99}))
+    with pytest.raises(DataError, match="cache layout 99 is not one this guesser reads"):
+        FeatureCache.open(old)
+
 
 
 def test_open_errors(tmp_path: Path):

@@ -55,7 +55,7 @@ def test_both_presets(tiny, tmp_path):
     r = run(str(tiny.root), "--out", str(tmp_path / "c"), "-j", "1", "--no-progress", "--features", "all")
     assert r.exit_code == 0, r.output
     for cfg in (SEED_CNN, PANNS):
-        assert FeatureCache.open(cache_dir(tmp_path / "c", cfg)).split("eval").frames.shape[1] == cfg.n_mels
+        assert FeatureCache.open(cache_dir(tmp_path / "c", cfg)).split("eval").clip(0).shape[0] == cfg.n_mels
 
 
 @pytest.mark.parametrize(
