@@ -167,14 +167,16 @@ def run_tuning(
     key = score_name(base.task)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with warnings.catch_warnings():  # heartbeats and retries are marked experimental, and have been for years
+    # A trial whose process died (kill -9) stops sending heartbeats: after the grace period it is
+    # marked failed and retried once with the same parameters (Optuna >= 4.9 renamed the hook).
+    with warnings.catch_warnings():  # heartbeats and retries are marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(
-            f"sqlite:///{(out / STUDY_DB).resolve()}",
-            heartbeat_interval=60,  # a trial whose process died (kill -9) is marked failed after the grace period …
-            grace_period=180,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),  # … and retried once
-        )
+        if hasattr(optuna.storages, "RetryHeartbeatStaleTrialCallback"):
+            retry = {"heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)}
+        else:
+            retry = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=1)}
+        storage = optuna.storages.RDBStorage(f"sqlite:///{(out / STUDY_DB).resolve()}", heartbeat_interval=60,
+                                             grace_period=180, **retry)
     study = optuna.create_study(
         study_name=base.name,
         storage=storage,

@@ -1,0 +1,121 @@
+"""DistributedDataParallel on CPU: two gloo processes, as ``torchrun --nproc-per-node 2`` starts them.
+
+The first test spawns the ranks itself (torch.multiprocessing) so that each
+rank can report what it saw and what it ended with; the second runs the real
+command line under torchrun and must produce the very same checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from trainkit import same_tensors, tiny_recipe, write_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+WORLD = 2
+
+
+def ddp_recipe():
+    return tiny_recipe("ddp", oversample=False)  # a plain shuffle: each clip once per epoch, on one rank
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rank_main(rank: int, port: int, cache_root: str, out: str, dump: str) -> None:
+    """One rank: train with a spy on the batches it draws, then dump its weights and what it saw."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    import trainer.train as train_mod
+
+    seen: list[tuple[int, list[int]]] = []
+    real = train_mod.make_batch
+
+    def spy(split, targets, idx, cfg, recipe, seed):
+        seen.append((len(seen), [int(i) for i in idx]))
+        return real(split, targets, idx, cfg, recipe, seed)
+
+    train_mod.make_batch = spy
+    result = train_mod.train(ddp_recipe(), cache_root, out, device="cpu", progress=False, log=lambda s: None)
+    params = {k: v.detach().clone() for k, v in result.model.named_parameters()}
+    torch.save({"params": params, "seen": [idx for _, idx in seen], "history": result.history},
+               Path(dump) / f"rank{rank}.pt")
+
+
+@pytest.fixture(scope="module")
+def spawned(fsd_cache, tmp_path_factory):
+    base = tmp_path_factory.mktemp("ddp")
+    out, dump = base / "run", base / "dump"
+    dump.mkdir()
+    cache_root = str(fsd_cache.directory.parent)
+    mp.spawn(_rank_main, args=(free_port(), cache_root, str(out), str(dump)), nprocs=WORLD, join=True)
+    ranks = [torch.load(dump / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return out, ranks, fsd_cache
+
+
+def test_ranks_see_disjoint_slices_of_every_epoch(spawned):
+    _, ranks, cache = spawned
+    n_train = len(cache.split("train"))
+    per_rank_steps = len(ranks[0]["seen"])
+    assert per_rank_steps == len(ranks[1]["seen"]) > 0  # every rank takes the same number of steps
+    epochs = ddp_recipe().train.epochs
+    steps = per_rank_steps // epochs
+    assert steps == (n_train // WORLD) // ddp_recipe().train.batch_size
+    for e in range(epochs):
+        a = [i for idx in ranks[0]["seen"][e * steps:(e + 1) * steps] for i in idx]
+        b = [i for idx in ranks[1]["seen"][e * steps:(e + 1) * steps] for i in idx]
+        assert not set(a) & set(b), f"epoch {e + 1}: a clip went to both ranks"
+        assert len(set(a)) == len(a) and len(set(b)) == len(b)
+    assert ranks[0]["seen"][:steps] != ranks[0]["seen"][steps:]  # a new order every epoch
+
+
+def test_weights_agree_across_ranks_and_rank_0_writes(spawned):
+    out, ranks, _ = spawned
+    p0, p1 = ranks[0]["params"], ranks[1]["params"]
+    assert p0.keys() == p1.keys()
+    assert all(torch.equal(p0[k], p1[k]) for k in p0), "DDP ranks ended with different weights"
+
+    import trainer.train as train_mod
+
+    state, meta = train_mod.load_state(out / "last.safetensors")
+    assert all(torch.equal(state["model"][k], p0[k]) for k in p0)
+    assert meta["world_size"] == WORLD
+    rows = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]  # one writer: no line twice
+    agreed = lambda h: [{k: r[k] for k in ("epoch", "train_loss", "lr", "val_map")} for r in h]  # noqa: E731
+    assert agreed(ranks[0]["history"]) == agreed(ranks[1]["history"]) == agreed(rows)  # one score, one loss
+    assert json.loads((out / "run.json").read_text())["world_size"] == WORLD
+    assert sorted(p.name for p in out.iterdir()) == ["best.safetensors", "last.safetensors", "metrics.jsonl", "run.json"]
+
+
+def test_guesser_train_one_under_torchrun_trains_the_same_model(spawned, tmp_path):
+    out_spawned, _, cache = spawned
+    recipe_file = write_recipe(tmp_path / "ddp.toml", ddp_recipe())
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    out = tmp_path / "run"
+    cmd = [torchrun, "--nproc-per-node", str(WORLD), "--master-port", str(free_port()), "-m", "guesser", "train", "one",
+           str(recipe_file), "--cache", str(cache.directory.parent), "--out", str(out), "--device", "cpu",
+           "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(s) for s in proc.stdout.splitlines() if s.startswith("{")]
+    assert [r["epoch"] for r in lines] == [1, 2]  # printed once, by rank 0
+    assert same_tensors(out / "best.safetensors", out_spawned / "best.safetensors") == []
+    assert json.loads((out / "run.json").read_text())["world_size"] == WORLD
+    assert np.isfinite(lines[-1]["val_map"])
