@@ -64,7 +64,7 @@ def train_recipe(name: str, *, cache: Path, data: Path | None, out: Path | None,
                    checkpoint_every=checkpoint_every)
     if is_main_rank():
         console.print(f"{recipe.name}: best {score_name(recipe.task)} {result.best_score:.4f} at epoch "
-                      f"{result.best_epoch} -> {out / 'best.safetensors'}")
+                      f"{result.best_epoch} -> {out / 'best.safetensors'}", soft_wrap=True)
     return result
 
 
@@ -93,7 +93,7 @@ def train_all(*, cache: Path, data: Path | None, out: Path, recipes: str | None,
         run = out / r.name
         if (run / "run.json").exists() and resume:
             if is_main_rank():
-                console.print(f"[dim]{i}/{len(chosen)} {r.name}: finished earlier, kept[/]")
+                console.print(f"[dim]{i}/{len(chosen)} {r.name}: finished earlier, kept[/]", soft_wrap=True)
             continue
         if is_main_rank():
             console.rule(f"{i}/{len(chosen)} {r.name} ({r.member}, {r.arch}, {r.task})")
@@ -134,8 +134,9 @@ def write_index(out: Path, names: list[str] | None = None) -> Path:
 
 def print_recipes() -> None:
     table = Table(title="shipped recipes")
-    for col in ("name", "member", "arch", "task", "epochs", "description"):
-        table.add_column(col)
+    for col in ("name", "member", "arch", "task", "epochs"):
+        table.add_column(col, no_wrap=True)  # names are what one types: never broken across lines
+    table.add_column("description")
     for r in shipped_recipes():
         table.add_row(r.name, r.member, r.arch, r.task, str(r.train.epochs), r.description)
     Console().print(table)
