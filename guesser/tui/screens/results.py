@@ -1,0 +1,79 @@
+"""One recording's answer: ranked labels with score bars, families, and each model's view."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from guesser.labels import pretty
+from guesser.tui.session import Take
+from guesser.tui.widgets import ModelBreakdown, Ranking, Spectrogram
+
+
+class ResultsScreen(Screen):
+    BINDINGS = [
+        Binding("escape,b", "back", "Back"),
+        Binding("space", "again", "Record again"),
+        Binding("r", "replay", "Replay"),
+        Binding("s", "save", "Save"),
+        Binding("S", "save_as", "Save as…"),
+    ]
+
+    def __init__(self, take: Take) -> None:
+        super().__init__(classes="results")
+        self.take = take
+
+    def compose(self) -> ComposeResult:
+        t, p = self.take, self.take.prediction
+        yield Header()
+        top = p.labels[0] if p.labels else None
+        headline = f"#{t.number}  [b]{pretty(top.name)}[/b] ({top.score:.2f})" if top else f"#{t.number}"
+        yield Static(f"{headline}  ·  {t.duration:.1f} s from {t.source}  ·  {t.level.rms_db:.0f} dBFS RMS",
+                     id="result-title")
+        with Horizontal(id="result-body"):
+            with Vertical(id="result-left"):
+                yield Spectrogram(fit=True, id="take-spectrogram")
+                yield Ranking("Labels", top_k=10, id="labels")
+            with Vertical(id="result-right"):
+                yield Ranking("Families", top_k=6, bar_width=16, id="families")
+                yield ModelBreakdown(id="models")
+                yield Static("", id="saved")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        p = self.take.prediction
+        self.query_one("#take-spectrogram", Spectrogram).show(self.take.spectrum)
+        self.query_one("#labels", Ranking).show(p.labels, highlight=self.take.target)
+        self.query_one("#families", Ranking).show(p.families, highlight=self.take.target)
+        self.query_one(ModelBreakdown).show(p.models, p.agreement)
+        self.show_saved()
+
+    def show_saved(self) -> None:
+        if self.take.saved_to is not None:
+            self.query_one("#saved", Static).update(f"saved: {self.take.saved_to}")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "replay":
+            return bool(self.app.player.available)
+        return True
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_again(self) -> None:
+        self.app.pop_screen()
+        main = self.app.screen
+        if hasattr(main, "action_record"):
+            main.action_record()
+
+    def action_replay(self) -> None:
+        self.app.replay(self.take)
+
+    def action_save(self) -> None:
+        self.app.save(self.take)
+
+    def action_save_as(self) -> None:
+        self.app.save_as(self.take)

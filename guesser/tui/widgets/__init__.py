@@ -1,0 +1,8 @@
+"""Widgets of the guesser app: spectrogram, level meter, rankings, history."""
+
+from guesser.tui.widgets.history import HistoryList
+from guesser.tui.widgets.level_meter import LevelMeter
+from guesser.tui.widgets.ranking import ModelBreakdown, Ranking, score_bar
+from guesser.tui.widgets.spectrogram import Spectrogram
+
+__all__ = ["HistoryList", "LevelMeter", "ModelBreakdown", "Ranking", "Spectrogram", "score_bar"]

@@ -1,0 +1,111 @@
+"""Ranked guesses with score bars: labels, families, and what each model said.
+
+A bar's length is the score itself (0–1), not the score relative to the top
+guess: two weak guesses should look weak, not like a confident answer.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from rich.table import Table
+from rich.text import Text
+from textual.widget import Widget
+from textual.widgets import Static
+
+from guesser.labels import pretty
+
+_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def score_bar(score: float, width: int) -> str:
+    """``score`` in [0, 1] as a bar of ``width`` cells with 1/8-cell resolution."""
+    eighths = int(round(max(0.0, min(1.0, score)) * width * 8))
+    bar = "█" * (eighths // 8) + (_EIGHTHS[eighths % 8] if eighths % 8 else "")
+    return bar.ljust(width)
+
+
+class Ranking(Widget):
+    """Top-k rows: rank, name, bar, score. :meth:`show` with ``Scored``-like items (``.name``, ``.score``).
+
+    Laid out at render time from the widget's width: names get what the bar
+    and numbers leave over, and are cut with an ellipsis rather than wrapped.
+    """
+
+    DEFAULT_CSS = """
+    Ranking { height: auto; }
+    """
+
+    def __init__(self, title: str = "", *, top_k: int = 10, bar_width: int = 24, id: str | None = None,
+                 classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.title, self.top_k, self.bar_width = title, top_k, bar_width
+        self.items: list = []
+        self.highlight: str | None = None
+        self.empty = ""
+
+    def show(self, items: Sequence, highlight: str | None = None, empty: str = "") -> None:
+        self.items, self.highlight, self.empty = list(items), highlight, empty
+        self.refresh(layout=True)
+
+    def rows(self) -> list[tuple[int, object]]:
+        """(rank, item) pairs shown: the top k, plus the highlighted item wherever it ranks."""
+        rows = list(enumerate(self.items, start=1))
+        shown = rows[: self.top_k]
+        if self.highlight is not None and all(s.name != self.highlight for _, s in shown):
+            shown += [(i, s) for i, s in rows if s.name == self.highlight]
+        return shown
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return (1 if self.title else 0) + max(1, len(self.rows()))
+
+    def render(self) -> Text:
+        width = max(20, self.size.width)
+        out = Text()
+        if self.title:
+            out.append(self.title + "\n", style="bold")
+        shown = self.rows()
+        if not shown:
+            out.append(self.empty, style="dim")
+            return out
+        bar_w = max(4, min(self.bar_width, width - 3 - 14 - 6))
+        name_w = width - 3 - 1 - bar_w - 1 - 5
+        for n, (i, s) in enumerate(shown):
+            hit = s.name == self.highlight
+            name = pretty(s.name)
+            if len(name) > name_w:
+                name = name[: name_w - 1] + "…"
+            out.append(f"{i:>3} ", style="dim")
+            out.append(name.ljust(name_w), style="bold reverse" if hit else ("bold" if i == 1 else ""))
+            out.append(" ")
+            out.append(score_bar(s.score, bar_w), style="magenta" if hit else "cyan")
+            out.append(f" {s.score:4.2f}")
+            if n < len(shown) - 1:
+                out.append("\n")
+        return out
+
+
+class ModelBreakdown(Static):
+    """One line per model: its name, task and top guesses, so disagreement is visible."""
+
+    rows: list[tuple[str, str, str]] = []
+
+    DEFAULT_CSS = """
+    ModelBreakdown { height: auto; }
+    """
+
+    def show(self, models: Sequence, agreement: float | None = None, top: int = 3) -> None:
+        table = Table.grid(padding=(0, 1))
+        table.title, table.title_justify, table.title_style = "What each model said", "left", "bold"
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(style="dim", no_wrap=True)
+        table.add_column(overflow="fold")
+        self.rows = [(m.name, m.task, " · ".join(f"{pretty(s.name)} {s.score:.2f}" for s in m.ranking[:top]))
+                     for m in models]
+        for row in self.rows:
+            table.add_row(*row)
+        if agreement is not None and models:
+            agree = round(agreement * len(models))
+            table.caption = f"{agree} of {len(models)} models agree on the family"
+            table.caption_justify = "left"
+        self.update(table)
