@@ -10,11 +10,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from guesser.game import FAMILY, Game, HighScore, HighScores, RoundResult, Target, draw_target, target_pool
 from guesser.labels import pretty
-from guesser.tui.widgets import Ranking
+from guesser.tui.widgets import Ranking, TitleBar
 from guesser.tui.widgets.record_panel import RecordPanel
 
 
@@ -46,7 +46,7 @@ class GameScreen(Screen):
         self.highscores = HighScores.load(self.app.highscores_path)
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar("guess a noise")
         yield Static("", id="game-target")
         yield Static("", id="game-stats")
         yield RecordPanel(freeze=True, id="game-panel")

@@ -8,12 +8,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Label, LoadingIndicator, Static
+from textual.widgets import Footer, Label, LoadingIndicator, Static
 
 from guesser.labels import pretty
 from guesser.tui import messages as m
 from guesser.tui import workers
-from guesser.tui.widgets import HistoryList, Ranking
+from guesser.tui.widgets import HistoryList, Ranking, TitleBar
 from guesser.tui.widgets.record_panel import RecordPanel
 
 LISTEN_HOP_SECONDS = 1.0
@@ -38,7 +38,7 @@ class MainScreen(Screen):
         self.listening = False
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield TitleBar("what did I just hear?")
         with Horizontal(id="main-body"):
             with Vertical(id="main-left"):
                 yield RecordPanel(id="panel")

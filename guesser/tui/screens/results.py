@@ -6,11 +6,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Static
 
 from guesser.labels import pretty
 from guesser.tui.session import Take
-from guesser.tui.widgets import ModelBreakdown, Ranking, Spectrogram
+from guesser.tui.widgets import ModelBreakdown, Ranking, Spectrogram, TitleBar
 
 
 class ResultsScreen(Screen):
@@ -28,7 +28,7 @@ class ResultsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         t, p = self.take, self.take.prediction
-        yield Header()
+        yield TitleBar("the guesses")
         top = p.labels[0] if p.labels else None
         headline = f"#{t.number}  [b]{pretty(top.name)}[/b] ({top.score:.2f})" if top else f"#{t.number}"
         yield Static(f"{headline}  ·  {t.duration:.1f} s from {t.source}  ·  {t.level.rms_db:.0f} dBFS RMS",

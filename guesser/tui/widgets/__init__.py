@@ -4,5 +4,6 @@ from guesser.tui.widgets.history import HistoryList
 from guesser.tui.widgets.level_meter import LevelMeter
 from guesser.tui.widgets.ranking import ModelBreakdown, Ranking, score_bar
 from guesser.tui.widgets.spectrogram import Spectrogram
+from guesser.tui.widgets.title_bar import TitleBar
 
-__all__ = ["HistoryList", "LevelMeter", "ModelBreakdown", "Ranking", "Spectrogram", "score_bar"]
+__all__ = ["HistoryList", "LevelMeter", "ModelBreakdown", "Ranking", "Spectrogram", "TitleBar", "score_bar"]
