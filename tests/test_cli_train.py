@@ -117,3 +117,12 @@ def test_tune_without_optuna_says_how_to_get_it(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "optuna", None)
     one_line_error(run("tune", shipped_names()[0], "--trials", "1", "--out", str(tmp_path)),
                    "pip install 'guesser[tune]'")
+
+
+def test_progress_bar_shows_loss_and_rate(fsd_cache, tmp_path):
+    recipe = write_recipe(tmp_path / "tiny.toml", tiny_recipe(epochs=1, batch_size=8, augment={}))
+    r = CliRunner().invoke(app, ["train", "one", str(recipe), "--cache", str(fsd_cache.directory.parent), "--out",
+                                 str(tmp_path / "run"), "--device", "cpu", "--progress"],
+                           env={"TTY_COMPATIBLE": "1", "COLUMNS": "140"})  # rich draws bars for a terminal only
+    assert r.exit_code == 0, r.output
+    assert "tiny epoch 1/1" in r.stderr and "loss 0." in r.stderr and "clips/s" in r.stderr

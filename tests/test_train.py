@@ -228,3 +228,17 @@ def test_prior_bias_starts_the_head_at_the_label_prior(cache_root, fsd_cache, tm
     assert bias.shape == (200,) and prior.min() < -6  # labels absent from train start near log(1e-3)
     # one Adam step moves each bias by about lr (1e-3) at most
     torch.testing.assert_close(bias, prior, atol=5e-3, rtol=0)
+
+
+def test_precision_choice(monkeypatch):
+    from trainer.train import autocast_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert autocast_dtype("auto", cuda) == torch.bfloat16 and autocast_dtype("fp32", cuda) is None
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # pre-Ampere: fp16 + GradScaler
+    assert autocast_dtype("auto", cuda) == torch.float16 and autocast_dtype("bf16", cuda) == torch.bfloat16
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("bf16", cpu) == torch.bfloat16
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert autocast_dtype("auto", cpu) == torch.bfloat16 and autocast_dtype("fp32", cpu) is None
