@@ -198,7 +198,8 @@ class Ensemble:
                 raise CheckpointError(f"{m.path}: its labels are not FSD50K's 200-label vocabulary")
             if m.task == TASK_FAMILIES and not set(m.classes) <= set(FAMILIES_6):
                 raise CheckpointError(f"{m.path}: unknown families {sorted(set(m.classes) - set(FAMILIES_6))}")
-        torch.set_grad_enabled(False)
+        # No torch.set_grad_enabled(False) here: predict() runs under inference_mode, and a global
+        # switch would silently break autograd for everything else in the process (the trainer, tests).
         _fit_threads()
 
     @classmethod

@@ -58,24 +58,31 @@ def resolve_precision(precision: str | None = None) -> torch.dtype:
     return torch.bfloat16 if p == "bf16" else torch.float32
 
 
-@lru_cache(maxsize=4)
-def _fused_relu_works(dtype: torch.dtype) -> bool:
-    """oneDNN's conv+ReLU post-op exists in this build and agrees with conv2d+relu (checked once)."""
+def _onednn_post_ops() -> bool:
+    """Whether this build has oneDNN's convolution with a fused post-op (x86 and most ARM builds do)."""
     try:
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(1, 3, 9, 11, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
-        w = torch.randn(4, 3, 3, 3, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
-        b = torch.randn(4, generator=g).to(dtype)
-        with torch.inference_mode():
-            got = torch.ops.mkldnn._convolution_pointwise(x, w, b, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
-            want = F.relu(F.conv2d(x.float(), w.float(), b.float(), padding=1))
-        return bool(torch.allclose(got.float(), want, atol=0.05 if dtype != torch.float32 else 1e-4, rtol=0.02))
-    except Exception:  # missing op, no oneDNN, unsupported dtype: use the plain ops
+        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+    except (AttributeError, RuntimeError):
         return False
 
 
 class FusedConvBlock(nn.Module):
-    """conv (BatchNorm folded in) → ReLU (fused) → 2×2 pooling, in ``dtype``; channels-last throughout."""
+    """conv (BatchNorm folded in) → ReLU → 2×2 pooling, in ``dtype``; channels-last output.
+
+    How the convolution runs depends on its input channels. Every model's
+    first layer has one input channel, and there oneDNN is slow twice over: its
+    float32 kernels reach ~4 GFLOP/s (ten times less than on the layers after
+    it), and a one-channel input has no unambiguous channels-last layout, so
+    the output comes back NCHW and the pooling after it (NCHW max-pooling is
+    ~10x slower than channels-last) pays again. Measured on the first layers
+    of cnn4 and cnn6 (one thread): 17-22 ms as conv2d, 2.3-3.8 ms as im2col.
+
+    * ``im2col``: one input channel, "same" padding -> unfold the k×k patches
+      and do one batched matmul that writes channels-last directly (K = k²);
+    * ``onednn``: more channels -> oneDNN convolution with the ReLU post-op;
+    * ``conv``: anything else (or no oneDNN post-ops in this build) -> conv2d,
+      then ReLU in place.
+    """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, pool: str, dtype: torch.dtype, out_float: bool):
         super().__init__()
@@ -83,21 +90,42 @@ class FusedConvBlock(nn.Module):
         self.weight = nn.Parameter(fused.weight.detach().to(dtype).contiguous(memory_format=torch.channels_last),
                                    requires_grad=False)
         self.bias = nn.Parameter(fused.bias.detach().to(dtype), requires_grad=False)
+        self.kernel = tuple(fused.kernel_size)
         self.padding = list(fused.padding)
         self.stride = list(fused.stride)
         self.dilation = list(fused.dilation)
         self.groups = fused.groups
         self.pool = pool  # "max" | "avg"
         self.out_float = out_float
-        self.onednn = _fused_relu_works(dtype)
+        same = (self.stride == [1, 1] and self.dilation == [1, 1] and self.groups == 1
+                and all(k % 2 == 1 and p == k // 2 for k, p in zip(self.kernel, self.padding)))
+        if fused.in_channels == 1 and same:
+            self.mode = "im2col"
+            self.register_buffer("wt", self.weight.detach().reshape(fused.out_channels, -1).t().contiguous(),
+                                 persistent=False)  # [k·k, C_out]
+        elif fused.in_channels > 1 and _onednn_post_ops():
+            self.mode = "onednn"
+        else:
+            self.mode = "conv"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.weight.dtype).contiguous(memory_format=torch.channels_last)
-        if self.onednn:
-            y = torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, self.padding, self.stride,
-                                                        self.dilation, self.groups, "relu", [], "")
+        x = x.to(self.weight.dtype)
+        if self.mode == "im2col":
+            b, _, h, w = x.shape
+            cols = F.unfold(x, self.kernel, padding=self.padding)  # [B, k·k, H·W]
+            y = torch.baddbmm(self.bias, cols.transpose(1, 2), self.wt.expand(b, -1, -1))  # [B, H·W, C]
+            y = y.view(b, h, w, -1).permute(0, 3, 1, 2).relu_()  # a channels-last view, no copy
+        elif self.mode == "conv":
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups).relu_()
         else:
-            y = F.relu(F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups))
+            x = x.contiguous(memory_format=torch.channels_last)
+            try:
+                y = torch.ops.mkldnn._convolution_pointwise(x, self.weight, self.bias, self.padding, self.stride,
+                                                            self.dilation, self.groups, "relu", [], "")
+            except RuntimeError:  # this CPU/dtype has no such kernel after all: plain ops from now on
+                self.mode = "conv"
+                return self.forward(x)
         y = F.max_pool2d(y, 2) if self.pool == "max" else F.avg_pool2d(y, 2)
         return y.float() if self.out_float else y
 

@@ -28,6 +28,17 @@ VOCAB = default_label_space().vocabulary.names
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine two OpenMP threads spin against other jobs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------- sounds
 
 
@@ -311,7 +322,7 @@ def test_subprocess_json_lines_exit_codes_and_no_trainer_import(tmp_path, light_
     good = write(tmp_path / "tone.wav", tones(44100, 2), 44100)
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"\x00" * 100)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     res = subprocess.run([*guesser_command(), "classify", str(good), str(bad), "--json", "--top-k", "0",
                           "--models", str(light_model_index)], capture_output=True, text=True, timeout=120, env=env)
     assert res.returncode == 1

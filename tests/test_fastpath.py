@@ -13,6 +13,17 @@ from guesser.fastpath import FusedConvBlock, optimize_for_inference, resolve_pre
 from guesser.features import resample
 from guesser.models import build_model
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine two OpenMP threads spin against other jobs."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 SHAPES = {"cnn4": (2, 1, 128, 300), "cnn3": (2, 1, 128, 200), "family_cnn": (1, 1, 128, 516), "cnn6": (1, 1, 64, 400)}
 
 
@@ -77,6 +88,23 @@ def test_an_unknown_convolution_keeps_float32():
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
     assert fast.features[0].weight.dtype == torch.float32
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_every_convolution_mode_agrees(precision):
+    """im2col (first layer), oneDNN with the fused ReLU, and the plain conv2d fallback: one answer."""
+    model = trained_looking("cnn4", 200)
+    fast = optimize_for_inference(model, precision)
+    blocks = [m for m in fast.modules() if isinstance(m, FusedConvBlock)]
+    assert blocks[0].mode == "im2col" and {b.mode for b in blocks[1:]} <= {"onednn", "conv"}
+    x = torch.randn(1, 1, 128, 200)
+    with torch.inference_mode():
+        first = fast(x)
+        for b in blocks:
+            b.mode = "conv"
+        plain_ops = fast(x)
+    tol = 1e-4 if precision == "fp32" else 2e-2
+    torch.testing.assert_close(first, plain_ops, rtol=tol, atol=tol * first.abs().max().item())
 
 
 def test_precision_setting(monkeypatch):

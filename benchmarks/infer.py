@@ -1,0 +1,246 @@
+"""Inference benchmark: the ensemble on one 6 s clip, against the naive way, on this machine.
+
+    python benchmarks/infer.py                      # the shipped models (assets/models/index.json)
+    python benchmarks/infer.py --models runs        # any models index / checkpoints
+    python benchmarks/infer.py --random             # random-weight stand-ins of the shipped architectures
+
+Measured in one run, so that the ratios compare like with like on a shared machine:
+
+* ensemble: ``Ensemble.predict`` on a 6 s clip (44.1 kHz, so both front-ends
+  resample), p50/p95 over ``--runs`` after warm-up; also with the fast path
+  off (``optimize=False``: the modules as trained) to show what it buys;
+* naive: what the student project's guesser did per prediction, per model:
+  read the checkpoint, build the network, load the weights, compute its own
+  log-mel, run it, throw it away;
+* compute bound: the ensemble's FLOPs (``torch.utils.flop_counter``, counted on
+  the plain modules: the fused ones do the same arithmetic) divided by this
+  machine's float32 matmul throughput (best of several 2048³ sgemms, measured
+  before and after the timings);
+* cold start: ``guesser classify CLIP --json`` as a subprocess, median of
+  ``--cold`` runs, beside a bare ``python -c "import torch"``;
+* peak RSS of that subprocess (``resource.getrusage(RUSAGE_CHILDREN)``).
+
+Prints a Markdown section for docs/benchmarks.md. Goals on the 2-core CPU:
+p50 < 150 ms and within 1.5x of the bound, >= 5x faster than naive, cold start
+< 3 s, RSS < 900 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CLIP_SECONDS = 6.0
+CLIP_RATE = 44100
+
+
+def make_clip(seconds: float = CLIP_SECONDS, sr: int = CLIP_RATE) -> np.ndarray:
+    """A deterministic 6 s clip with real content: the demo dog bark then speech, else tones and noise."""
+    import soundfile as sf
+
+    from guesser.features import resample
+
+    parts = []
+    for name in ("dog_bark.ogg", "speech.ogg"):
+        p = REPO / "assets" / "demo" / name
+        if p.is_file():
+            x, r = sf.read(str(p), dtype="float32", always_2d=True)
+            parts.append(resample(torch.from_numpy(x.mean(axis=1)), r, sr).numpy())
+    n = int(seconds * sr)
+    if parts:
+        x = np.concatenate(parts)
+        x = np.tile(x, -(-n // len(x)))[:n]
+    else:
+        t = np.arange(n) / sr
+        x = 0.2 * np.sin(2 * np.pi * 440 * t) + 0.05 * np.random.default_rng(0).standard_normal(n)
+    return x.astype(np.float32)
+
+
+def timings(fn, runs: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs), q))
+
+
+def sgemm_gflops(n: int = 2048, repeats: int = 6) -> float:
+    """Best float32 matmul throughput of this process's threads (GFLOP/s)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(timings(lambda: a @ b, repeats, 1))
+    return 2 * n**3 / best / 1e9
+
+
+def count_flops(paths: list[Path], clip: np.ndarray, sr: int) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from guesser.ensemble import Ensemble
+
+    plain = Ensemble.load(paths, optimize=False)
+    with FlopCounterMode(display=False) as fc:
+        plain.predict(clip, sr)
+    return int(fc.get_total_flops())
+
+
+def naive_predict(paths: list[Path], clip: np.ndarray, sr: int) -> None:
+    """Per model, per prediction: checkpoint -> network -> its own features -> logits -> discarded."""
+    from guesser.checkpoint import load_checkpoint
+    from guesser.features import FeatureConfig, model_windows
+    from guesser.models import build_model
+
+    for p in paths:
+        tensors, meta = load_checkpoint(p, dtype=torch.float32)
+        model = build_model(meta["arch"], len(meta["classes"]), **meta.get("model_hparams", {}))
+        model.load_state_dict(tensors)
+        model.eval()
+        x, _ = model_windows(clip, sr, FeatureConfig.from_dict(meta["features"]))
+        with torch.no_grad():
+            logits = model(x)
+        (torch.sigmoid(logits) if meta["task"] == "labels" else torch.softmax(logits, -1)).mean(0)
+        del model
+
+
+def guesser_cmd() -> list[str]:
+    script = Path(sys.executable).with_name("guesser")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "guesser"]
+
+
+def cold_start(clip_path: Path, models: list[str], runs: int) -> tuple[list[float], list[float], int]:
+    """(classify wall times, bare 'import torch' times, peak RSS in KB of a classify subprocess)."""
+    cmd = [*guesser_cmd(), "classify", str(clip_path), "--json", *sum((["--models", m] for m in models), [])]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    walls, bare = [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        walls.append(time.perf_counter() - t)
+        if res.returncode != 0:
+            raise SystemExit(f"guesser classify failed: {res.stderr.strip()}")
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch"], check=True, env=env)
+        bare.append(time.perf_counter() - t)
+    probe = ("import resource, subprocess, sys\n"
+             "subprocess.run(sys.argv[1:], check=True, capture_output=True)\n"
+             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, env=env, check=True)
+    return walls, bare, int(out.stdout.strip())
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", action="append", help="models index or checkpoint (repeatable; default: shipped)")
+    ap.add_argument("--random", action="store_true", help="benchmark random-weight stand-ins of the shipped architectures")
+    ap.add_argument("--runs", type=int, default=60, help="timed ensemble predictions (default 60)")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--naive-runs", type=int, default=12, help="timed naive predictions (default 12)")
+    ap.add_argument("--cold", type=int, default=5, help="cold-start subprocess runs (default 5)")
+    args = ap.parse_args(argv)
+
+    from guesser.ensemble import Ensemble, default_models_index, resolve_model_paths
+    from guesser.fastpath import resolve_precision
+
+    tmp = tempfile.TemporaryDirectory(prefix="guesser-bench-")
+    if args.random or (not args.models and not default_models_index().is_file()):
+        from trainer.random_models import write_random_ensemble
+
+        sources = [str(write_random_ensemble(Path(tmp.name) / "models"))]
+        what = "random-weight stand-ins (cnn4, cnn3, family_cnn, cnn6; shipped models not found or --random)"
+    else:
+        sources = args.models or [str(default_models_index())]
+        what = ", ".join(sources)
+    paths = resolve_model_paths(sources)
+    clip = make_clip()
+    clip_path = Path(tmp.name) / "clip.wav"
+    import soundfile as sf
+
+    sf.write(str(clip_path), clip, CLIP_RATE)
+
+    load0 = os.getloadavg()[0]
+    gflops_before = sgemm_gflops()
+    t = time.perf_counter()
+    ens = Ensemble.load(sources)
+    load_s = time.perf_counter() - t
+    fast = timings(lambda: ens.predict(clip, CLIP_RATE), args.runs, args.warmup)
+    plain_ens = Ensemble.load(sources, optimize=False)
+    plain = timings(lambda: plain_ens.predict(clip, CLIP_RATE), max(10, args.runs // 3), 2)
+    naive = timings(lambda: naive_predict(paths, clip, CLIP_RATE), args.naive_runs, 1)
+    gflops_after = sgemm_gflops()
+    flops = count_flops(paths, clip, CLIP_RATE)
+    walls, bare, rss_kb = cold_start(clip_path, sources, args.cold)
+    load1 = os.getloadavg()[0]
+
+    gflops = max(gflops_before, gflops_after)
+    bound = flops / (gflops * 1e9)
+    p50, p95 = pct(fast, 50), pct(fast, 95)
+    ratio_naive = pct(naive, 50) / p50
+    cold = statistics.median(walls)
+    rss_mb = rss_kb / 1024
+    precision = "bf16" if resolve_precision() == torch.bfloat16 else "fp32"
+    members = ", ".join(f"{m.member} ({m.features.sample_rate // 1000} kHz)" for m in ens.models)
+
+    def ok(flag: bool) -> str:
+        return "yes" if flag else "**no**"
+
+    rows = [
+        ("ensemble p50 / p95 (fast path)", f"{p50 * 1e3:.1f} / {pct(fast, 95) * 1e3:.1f} ms",
+         f"< 150 ms: {ok(p50 < 0.150)}"),
+        ("ensemble p50 / p95 (modules as trained)", f"{pct(plain, 50) * 1e3:.1f} / {pct(plain, 95) * 1e3:.1f} ms",
+         f"fast path {pct(plain, 50) / p50:.2f}x faster"),
+        ("naive p50 / p95 (load, build, run per model)", f"{pct(naive, 50) * 1e3:.1f} / {pct(naive, 95) * 1e3:.1f} ms",
+         f"ensemble {ratio_naive:.1f}x faster (>= 5x: {ok(ratio_naive >= 5)})"),
+        ("ensemble FLOPs per 6 s clip", f"{flops / 1e9:.2f} GFLOP", ""),
+        ("float32 sgemm throughput (best of before/after)", f"{gflops:.0f} GFLOP/s",
+         f"before {gflops_before:.0f}, after {gflops_after:.0f}"),
+        ("compute bound (FLOPs / sgemm)", f"{bound * 1e3:.1f} ms",
+         f"p50 = {p50 / bound:.2f}x the bound (<= 1.5x: {ok(p50 <= 1.5 * bound)})"),
+        ("cold start `guesser classify --json` (median)", f"{cold:.2f} s",
+         f"< 3 s: {ok(cold < 3)}; bare `import torch` {statistics.median(bare):.2f} s"),
+        ("peak RSS of that process", f"{rss_mb:.0f} MB", f"< 900 MB: {ok(rss_mb < 900)}"),
+        ("loading the ensemble (in process)", f"{load_s * 1e3:.0f} ms", ""),
+    ]
+    print("## Inference\n")
+    print(f"`python benchmarks/infer.py{' ' + ' '.join(argv) if argv else ''}` on {cpu_name()}, "
+          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, precision {precision}; "
+          f"load average {load0:.1f} at the start, {load1:.1f} at the end.\n")
+    print(f"Models: {what}; members {members}. Clip: 6 s mono at 44.1 kHz (both front-ends resample); "
+          f"{args.runs} timed runs after {args.warmup} warm-up, naive {args.naive_runs}, cold start {args.cold}.\n")
+    print("| measure | value | against the goal |")
+    print("|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]} |")
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
