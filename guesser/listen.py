@@ -101,7 +101,7 @@ def run_listen(once: bool = False, json_out: bool = False, device: str | None = 
             elif once:
                 print_prediction(console, pred, top_k, f"{rec.device_name}: {end - start:.1f} s")
             else:
-                top = " · ".join(f"{pretty(s.name)} {s.score:.2f}" for s in pred.top(max(top_k, 1))[:top_k or 5])
+                top = " · ".join(f"{pretty(s.name)} {s.score:.2f}" for s in pred.top(top_k or 5))
                 console.print(f"{start:6.1f}–{end:.1f} s  {top}  [dim]({pred.families[0].name})[/dim]")
 
         if once:
@@ -109,7 +109,7 @@ def run_listen(once: bool = False, json_out: bool = False, device: str | None = 
             err.flush()
             samples = rec.capture(seconds)
             assert samples is not None
-            emit(samples, 0.0, seconds, must_hear=True)
+            emit(samples, 0.0, float(seconds), must_hear=True)
             return 0
         return _loop(rec, seconds, hop or seconds / 2, emit, note, max_windows)
 

@@ -500,6 +500,7 @@ class Recorder:
         self._lost: str | None = None
         self._last_block = np.zeros(0, np.float32)
         self._cond = threading.Condition()
+        self._close_lock = threading.Lock()
 
     # -- lifecycle
 
@@ -523,7 +524,9 @@ class Recorder:
         return self
 
     def close(self) -> None:
-        stream, self._stream = self._stream, None
+        """Stop and release the device (idempotent; safe from any thread)."""
+        with self._close_lock:
+            stream, self._stream = self._stream, None
         if stream is not None:
             stream.stop()
             stream.close()

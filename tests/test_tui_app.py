@@ -139,7 +139,10 @@ async def test_device_lost_mid_recording(tmp_path):
         await ready(pilot)
         await pilot.press("space")
         await until(pilot, lambda: problem_kind(app) == LOST, what="device-lost screen")
-        assert not ens.calls
+        assert not ens.calls and not app.audio_ok
+        await pilot.press("r")  # reconnected: retry reopens the device
+        await until(pilot, lambda: app.audio_ok and isinstance(app.screen, MainScreen), what="device reopened")
+        assert len(app.settings.backend.opened) == 2
 
 
 @pilot_test

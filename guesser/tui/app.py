@@ -23,7 +23,7 @@ from guesser.errors import GuesserError
 from guesser.recorder import DeviceInfo, NullPlayer, Player, Recorder, default_player
 from guesser.tui import messages as m
 from guesser.tui import workers
-from guesser.tui.problems import NO_MODELS, problem_for
+from guesser.tui.problems import LOST, NO_DEVICE, NO_MODELS, PERMISSION, problem_for
 from guesser.tui.screens.error import DEVICES, RETRY, ErrorScreen
 from guesser.tui.screens.main import MainScreen
 from guesser.tui.session import Session, Settings, Take
@@ -94,8 +94,8 @@ class GuesserApp(App[None]):
             self.settings.device = device
         self.audio_ok = False
         self.workers.cancel_group(self, "audio")
-        self.recorder = Recorder(self.settings.backend, self.settings.device)
-        self.run_worker(partial(workers.monitor, self, self.recorder), thread=True, group="audio",
+        previous, self.recorder = self.recorder, Recorder(self.settings.backend, self.settings.device)
+        self.run_worker(partial(workers.monitor, self, self.recorder, previous), thread=True, group="audio",
                         exclusive=True, name="monitor")
 
     def on_audio_started(self, message: m.AudioStarted) -> None:
@@ -204,6 +204,8 @@ class GuesserApp(App[None]):
         if not self.screen_stack or isinstance(self.screen, ErrorScreen):
             return
         problem = problem_for(error)
+        if retry is None and problem.kind in (NO_DEVICE, PERMISSION, LOST):
+            retry = self.start_audio  # whoever noticed first, the device can be reopened
 
         def after(choice: str | None) -> None:
             if choice == RETRY and retry is not None:

@@ -39,9 +39,15 @@ def load_models(target: MessagePump, load: Callable[[Any], Any], models: Any) ->
     target.post_message(m.ModelsLoaded(ensemble))
 
 
-def monitor(target: MessagePump, recorder: Recorder) -> None:
-    """Open the device, then post level + spectrogram columns every tick until cancelled or the device fails."""
+def monitor(target: MessagePump, recorder: Recorder, previous: Recorder | None = None) -> None:
+    """Open the device, then post level + spectrogram columns every tick until cancelled or the device fails.
+
+    ``previous`` (the recorder being replaced) is closed first: many devices
+    cannot be opened twice, and its own worker may not have noticed yet.
+    """
     cancelled = _cancelled()
+    if previous is not None:
+        previous.close()
     try:
         recorder.open()
     except GuesserError as e:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rich.table import Table
 from rich.text import Text
 from textual.widget import Widget
 from textual.widgets import Static
@@ -86,26 +85,24 @@ class Ranking(Widget):
 
 
 class ModelBreakdown(Static):
-    """One line per model: its name, task and top guesses, so disagreement is visible."""
-
-    rows: list[tuple[str, str, str]] = []
+    """Per model: its name and task, then its top guesses on the next line, so disagreement is visible."""
 
     DEFAULT_CSS = """
     ModelBreakdown { height: auto; }
     """
 
+    rows: list[tuple[str, str, str]] = []
+
     def show(self, models: Sequence, agreement: float | None = None, top: int = 3) -> None:
-        table = Table.grid(padding=(0, 1))
-        table.title, table.title_justify, table.title_style = "What each model said", "left", "bold"
-        table.add_column(style="bold", no_wrap=True)
-        table.add_column(style="dim", no_wrap=True)
-        table.add_column(overflow="fold")
         self.rows = [(m.name, m.task, " · ".join(f"{pretty(s.name)} {s.score:.2f}" for s in m.ranking[:top]))
                      for m in models]
-        for row in self.rows:
-            table.add_row(*row)
+        text = Text()
+        text.append("What each model said\n", style="bold")
+        for name, task, guesses in self.rows:
+            text.append(name, style="bold")
+            text.append(f" ({task})\n", style="dim")
+            text.append(f"  {guesses}\n")
         if agreement is not None and models:
             agree = round(agreement * len(models))
-            table.caption = f"{agree} of {len(models)} models agree on the family"
-            table.caption_justify = "left"
-        self.update(table)
+            text.append(f"{agree} of {len(models)} models agree on the family", style="italic dim")
+        self.update(text)
