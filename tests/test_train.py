@@ -134,11 +134,13 @@ def test_kill_9_mid_run_then_resume_is_bit_identical(reference, cache_root, tmp_
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "run.json").exists(), "the run finished before it was killed"
+    (out / ".last.safetensors.x1y2.tmp").write_bytes(b"half a checkpoint")  # as if killed mid-write
     # the checkpoint is whole (atomic writes) and the run continues from it
     result = train(tiny_recipe(), cache_root, out, device="cpu", progress=False, resume=True, log=lambda s: None)
     assert result.finished
     assert same_tensors(ref_out / "last.safetensors", out / "last.safetensors") == []
     assert without_time(result.history) == without_time(reference[0].history)
+    assert not list(out.glob(".*.tmp"))
 
 
 def test_an_existing_run_needs_resume_and_the_same_recipe(reference, cache_root):

@@ -399,6 +399,8 @@ def train(
     out = Path(out_dir)
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".*.tmp"):  # a checkpoint half-written when the last run was killed
+            stale.unlink(missing_ok=True)
     last_path, best_path = out / "last.safetensors", out / "best.safetensors"
     resumed = resume_state(out, resume, recipe, world, main)  # fails early, before any work
 
