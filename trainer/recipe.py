@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from guesser.errors import RecipeError
-from guesser.features import PANNS, SEED_CNN, FeatureConfig
+from guesser.features import COMPACT, PANNS, SEED_CNN, FeatureConfig
 from guesser.models import REGISTRY, TASKS
 from trainer.augment import AugmentConfig
 
-PRESETS = {"seed": SEED_CNN, "panns": PANNS}
+PRESETS = {"seed": SEED_CNN, "compact": COMPACT, "panns": PANNS}
 
 
 @dataclass(frozen=True)
