@@ -28,7 +28,7 @@ from guesser.tui.screens.results import ResultsScreen
 from guesser.tui.session import Settings
 from guesser.tui.widgets import HistoryList, Ranking
 from guesser.tui.widgets.record_panel import RecordPanel
-from tuikit import FakeEnsemble, chirp_clip, pilot_test, random_cnn4, until  # noqa: F401 (random_cnn4 is a fixture)
+from tuikit import FakeEnsemble, chirp_clip, pilot_test, until
 
 SR = 22050
 SIZE = (100, 32)
@@ -331,14 +331,14 @@ async def test_help_screen_opens_and_closes(tmp_path):
 
 
 @pilot_test
-async def test_real_random_weight_ensemble_runs_in_the_app(tmp_path, random_cnn4):
+async def test_real_random_weight_ensemble_runs_in_the_app(tmp_path, light_model_index):
     from guesser.ensemble import Ensemble
 
-    app, _ = make_app(tmp_path, load_ensemble=Ensemble.load, models=[random_cnn4])
+    app, _ = make_app(tmp_path, load_ensemble=Ensemble.load, models=[light_model_index])
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await record(pilot)
         p = app.session.takes[0].prediction
         assert len(p.labels) == 200 and len(p.families) == 6
-        assert [m.name for m in p.models] == ["cnn4_random"]
+        assert [m.name for m in p.models] == ["cnn3_random", "family_cnn_random"]
         assert abs(p.duration - 1.0) < 1e-6

@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import pytest
 
 from guesser.ensemble import ModelOutput, Prediction, Scored
 from guesser.labels import FAMILIES_6, default_label_space
@@ -75,15 +73,6 @@ async def until(pilot, condition: Callable[[], bool], timeout: float = 10.0, wha
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what} (screen: {pilot.app.screen!r})")
         await pilot.pause(0.02)
-
-
-@pytest.fixture(scope="session")
-def random_cnn4(tmp_path_factory) -> Path:
-    """One random-weight cnn4 checkpoint (the real loading and inference path, no trained quality)."""
-    from trainer.random_models import RandomSpec, write_random_model
-
-    return write_random_model(tmp_path_factory.mktemp("models") / "cnn4_random.safetensors",
-                              RandomSpec("cnn4", "labels", "seed"), seed=0)
 
 
 def pilot_test(fn):

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from tuikit import pilot_test, random_cnn4, until  # noqa: F401 (random_cnn4 is a fixture)
+from tuikit import pilot_test, until
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "assets" / "demo"
@@ -142,7 +142,7 @@ def test_listen_hears_a_demo_clip_through_the_virtual_microphone():
 
 
 @pilot_test
-async def test_app_records_through_the_virtual_microphone(tmp_path, random_cnn4):
+async def test_app_records_through_the_virtual_microphone(tmp_path, light_model_index):
     _require_virtual_mic()
     from guesser.ensemble import Ensemble
     from guesser.recorder import NullPlayer
@@ -152,7 +152,7 @@ async def test_app_records_through_the_virtual_microphone(tmp_path, random_cnn4)
     from guesser.tui.widgets.record_panel import RECORDING, RecordPanel
 
     clip = DEMO / "dog_bark.ogg"
-    settings = Settings(seconds=3.0, device="pulse", models=[random_cnn4], load_ensemble=Ensemble.load, countdown=0,
+    settings = Settings(seconds=3.0, device="pulse", models=[light_model_index], load_ensemble=Ensemble.load, countdown=0,
                         player=NullPlayer(), save_dir=tmp_path, highscores=tmp_path / "hs.json")
     app = GuesserApp(settings)
     async with app.run_test(size=(100, 32)) as pilot:
