@@ -60,6 +60,7 @@ class TrainConfig:
     oversample: bool = False
     oversample_power: float = 0.5
     random_crop: bool = True
+    crop_seconds: float = 0.0  # train on shorter crops than the inference window (0: the window); global-pooling models only
     families: str = "6"  # for the families task: "6" or "5"
     seed: int = 0
     pretrained: str = ""  # path to an official PANNs Cnn6 checkpoint (cnn6 only)
@@ -134,6 +135,8 @@ class Recipe:
             ((t.loss == "ce") == (self.task == "families"), "families use loss 'ce'; labels use 'bce' or 'focal'"),
             (t.pos_weight in ("none", "sqrt", "inverse"), "train.pos_weight must be none, sqrt or inverse"),
             (t.families in ("5", "6"), "train.families must be '5' or '6'"),
+            (t.crop_seconds == 0 or (self.arch == "cnn6" and t.crop_seconds > 0),
+             "train.crop_seconds is only for cnn6 (the seed CNNs' 4×4 pooling must see the inference window)"),
             (t.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
             (not t.pretrained or self.arch == "cnn6", "train.pretrained is only for cnn6 (PANNs weights)"),
             (0 <= self.augment.mix_p <= 1 and 0 <= self.augment.bandlimit_p <= 1, "augment probabilities must be in [0, 1]"),

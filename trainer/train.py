@@ -168,7 +168,9 @@ def make_batch(split: CachedSplit, targets: Targets, idx: np.ndarray, cfg: Featu
     """
     g = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed) if recipe.train.random_crop else None
-    x = torch.from_numpy(split.crops(idx, cfg.clip_frames, rng, policy=cfg.short))
+    t = recipe.train
+    frames = int(round(t.crop_seconds * cfg.frames_per_second)) if t.crop_seconds else cfg.clip_frames
+    x = torch.from_numpy(split.crops(idx, frames, rng, policy=cfg.short))
     y = torch.from_numpy(targets.y[idx])
     multilabel = recipe.task == "labels"
     x, y = augment_db(x, y, g, recipe.augment, multilabel)
