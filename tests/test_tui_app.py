@@ -83,6 +83,16 @@ async def test_record_shows_ranked_results_for_exactly_the_recording(tmp_path):
 
 
 @pilot_test
+async def test_record_button_records_like_space(tmp_path):
+    app, ens = make_app(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.click("#record-button")
+        await until(pilot, lambda: isinstance(app.screen, ResultsScreen), what="results after a click")
+        assert len(ens.calls) == 1
+
+
+@pilot_test
 async def test_countdown_comes_before_recording(tmp_path):
     app, ens = make_app(tmp_path, countdown=2)
     async with app.run_test(size=SIZE) as pilot:

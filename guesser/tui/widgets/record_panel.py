@@ -12,10 +12,10 @@ from functools import partial
 
 import numpy as np
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Center, Vertical
 from textual.message import Message
 from textual.timer import Timer
-from textual.widgets import ProgressBar, Static
+from textual.widgets import Button, ProgressBar, Static
 
 from guesser.errors import GuesserError
 from guesser.recorder import Level
@@ -56,6 +56,9 @@ class RecordPanel(Vertical):
         yield Spectrogram(id="live")
         yield Static("", id="record-status")
         yield ProgressBar(total=100, show_eta=False, id="record-progress")
+        with Center(id="record-row"):
+            # the big record action for mouse users; the keyboard's space/enter run the same screen action
+            yield Button("● Record", variant="error", id="record-button", action="screen.record")
 
     # -- display
 
@@ -99,6 +102,7 @@ class RecordPanel(Vertical):
         if self.busy:
             return False
         self._game_target = game_target
+        self._busy_button(True)
         self.query_one(Spectrogram).follow()
         if countdown > 0:
             self.state, self._count = COUNTDOWN, countdown
@@ -135,7 +139,12 @@ class RecordPanel(Vertical):
         self.workers.cancel_group(self, "record")
         self._done()
 
+    def _busy_button(self, busy: bool) -> None:
+        for b in self.query("#record-button").results(Button):
+            b.disabled = busy
+
     def _done(self) -> None:
+        self._busy_button(False)
         self.state = IDLE
         self.remove_class("recording", "countdown")
         self._status(self.idle_text)
