@@ -152,3 +152,14 @@ def test_random_crops_are_windows_of_the_clip_and_reproducible(fsd_cache, policy
     long_clips = [i for i in idx if split.clip(int(i)).shape[1] > n + 20]
     c = split.crops(long_clips, n, np.random.default_rng(4), policy=policy)
     assert not np.array_equal(a[long_clips], c)  # another seed, other crops
+
+
+def test_spec_augment_fills_raw_decibels_with_each_clips_mean():
+    # raw dB (CNN6's input, normalised inside the model): a stripe must be the clip's mean, not a loud 0 dB
+    x = batch(11)
+    out = spec_augment(x, gen(12), time_masks=2, time_width=9, freq_masks=2, freq_width=6, fill="mean")
+    changed = out != x
+    assert changed.any()
+    means = x.mean(dim=(1, 2))
+    for b in range(B):
+        assert torch.allclose(out[b][changed[b]], means[b].expand(int(changed[b].sum())))

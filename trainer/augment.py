@@ -129,8 +129,14 @@ def add_mix(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, p: float, db: 
     return x, y
 
 
-def spec_augment(x: torch.Tensor, g: torch.Generator, time_masks: int, time_width: int, freq_masks: int, freq_width: int) -> torch.Tensor:
-    """SpecAugment (Park et al. 2019): zero random time and frequency stripes of a normalised batch."""
+def spec_augment(x: torch.Tensor, g: torch.Generator, time_masks: int, time_width: int, freq_masks: int, freq_width: int,
+                 fill: float | str = 0.0) -> torch.Tensor:
+    """SpecAugment (Park et al. 2019): blank random time and frequency stripes.
+
+    Stripes become ``fill``: 0 (the mean) for a normalised batch, or ``"mean"``
+    (each clip's own mean) for raw decibels, as fed to CNN6 whose bn0 normalises
+    inside the model; a 0 dB stripe there would be a loud tone, not a gap.
+    """
     b, m, t = x.shape
     keep = torch.ones(b, m, t, dtype=torch.bool)
     for n, width, size, axis in ((time_masks, time_width, t, 2), (freq_masks, freq_width, m, 1)):
@@ -140,7 +146,9 @@ def spec_augment(x: torch.Tensor, g: torch.Generator, time_masks: int, time_widt
             pos = torch.arange(size)[None, :]
             stripe = (pos >= s[:, None]) & (pos < (s + w)[:, None])  # [B, size]
             keep &= ~(stripe[:, None, :] if axis == 2 else stripe[:, :, None])
-    return x * keep
+    if fill == "mean":
+        return torch.where(keep, x, x.mean(dim=(1, 2), keepdim=True))
+    return x * keep if fill == 0.0 else torch.where(keep, x, torch.full_like(x, float(fill)))
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, alpha: float, p: float = 1.0):
@@ -178,10 +186,11 @@ def augment_db(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, cfg: Augmen
     return x, y
 
 
-def augment_normalised(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, cfg: AugmentConfig):
-    """The normalised-domain stage (see module doc)."""
+def augment_normalised(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, cfg: AugmentConfig,
+                       fill: float | str = 0.0):
+    """The normalised-domain stage (see module doc); ``fill`` as in :func:`spec_augment`."""
     if cfg.time_masks or cfg.freq_masks:
-        x = spec_augment(x, g, cfg.time_masks, cfg.time_width, cfg.freq_masks, cfg.freq_width)
+        x = spec_augment(x, g, cfg.time_masks, cfg.time_width, cfg.freq_masks, cfg.freq_width, fill)
     if cfg.mixup_alpha > 0:
         x, y = mixup(x, y, g, cfg.mixup_alpha, cfg.mixup_p)
     return x, y

@@ -175,7 +175,7 @@ def make_batch(split: CachedSplit, targets: Targets, idx: np.ndarray, cfg: Featu
     multilabel = recipe.task == "labels"
     x, y = augment_db(x, y, g, recipe.augment, multilabel)
     x = normalize(x, cfg)
-    x, y = augment_normalised(x, y, g, recipe.augment)
+    x, y = augment_normalised(x, y, g, recipe.augment, fill="mean" if cfg.norm == "none" else 0.0)
     return x.unsqueeze(1), y
 
 
