@@ -38,8 +38,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+# The runtime's OpenMP setting (guesser.classify sets it before torch is imported); --omp-wait overrides.
+if "--omp-wait" in sys.argv[1:-1]:
+    os.environ["OMP_WAIT_POLICY"] = sys.argv[sys.argv.index("--omp-wait") + 1].upper()
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP_SECONDS = 6.0
@@ -68,13 +73,24 @@ def make_clip(seconds: float = CLIP_SECONDS, sr: int = CLIP_RATE) -> np.ndarray:
     return x.astype(np.float32)
 
 
+CPU: list[float] = []  # thread CPU time of the last timings() call, per run
+
+
 def timings(fn, runs: int, warmup: int) -> list[float]:
+    """Wall-clock seconds per run; the calling thread's CPU seconds go to ``CPU``.
+
+    With one torch thread, CPU time is what the run would take on an idle
+    machine (other processes' time slices are not counted); with more threads
+    it misses the workers, so only wall time is reported then.
+    """
     for _ in range(warmup):
         fn()
     out = []
+    CPU.clear()
     for _ in range(runs):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         fn()
+        CPU.append(time.thread_time() - c)
         out.append(time.perf_counter() - t)
     return out
 
@@ -83,12 +99,12 @@ def pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
 
-def sgemm_gflops(n: int = 2048, repeats: int = 6) -> float:
-    """Best float32 matmul throughput of this process's threads (GFLOP/s)."""
+def sgemm_gflops(n: int = 2048, repeats: int = 6) -> tuple[float, float]:
+    """Best float32 matmul throughput of this process's threads: (wall GFLOP/s, CPU-time GFLOP/s)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
-    best = min(timings(lambda: a @ b, repeats, 1))
-    return 2 * n**3 / best / 1e9
+    wall = min(timings(lambda: a @ b, repeats, 1))
+    return 2 * n**3 / wall / 1e9, 2 * n**3 / min(CPU) / 1e9
 
 
 def count_flops(paths: list[Path], clip: np.ndarray, sr: int) -> int:
@@ -164,7 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--naive-runs", type=int, default=12, help="timed naive predictions (default 12)")
     ap.add_argument("--cold", type=int, default=5, help="cold-start subprocess runs (default 5)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, all cores)")
+    ap.add_argument("--omp-wait", choices=["passive", "active"], default="passive",
+                    help="OpenMP wait policy (default passive, as guesser classify sets it)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the cold-start subprocesses
 
     from guesser.ensemble import Ensemble, default_models_index, resolve_model_paths
     from guesser.fastpath import resolve_precision
@@ -186,15 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     sf.write(str(clip_path), clip, CLIP_RATE)
 
     load0 = os.getloadavg()[0]
-    gflops_before = sgemm_gflops()
+    gflops_before, cpu_gflops_before = sgemm_gflops()
     t = time.perf_counter()
     ens = Ensemble.load(sources)
     load_s = time.perf_counter() - t
     fast = timings(lambda: ens.predict(clip, CLIP_RATE), args.runs, args.warmup)
+    fast_cpu = list(CPU)
     plain_ens = Ensemble.load(sources, optimize=False)
     plain = timings(lambda: plain_ens.predict(clip, CLIP_RATE), max(10, args.runs // 3), 2)
+    plain_cpu = list(CPU)
     naive = timings(lambda: naive_predict(paths, clip, CLIP_RATE), args.naive_runs, 1)
-    gflops_after = sgemm_gflops()
+    naive_cpu = list(CPU)
+    gflops_after, cpu_gflops_after = sgemm_gflops()
     flops = count_flops(paths, clip, CLIP_RATE)
     walls, bare, rss_kb = cold_start(clip_path, sources, args.cold)
     load1 = os.getloadavg()[0]
@@ -228,9 +253,22 @@ def main(argv: list[str] | None = None) -> int:
         ("peak RSS of that process", f"{rss_mb:.0f} MB", f"< 900 MB: {ok(rss_mb < 900)}"),
         ("loading the ensemble (in process)", f"{load_s * 1e3:.0f} ms", ""),
     ]
+    if torch.get_num_threads() == 1:  # CPU time: what an idle machine would give, whatever the load
+        cpu_bound = flops / (max(cpu_gflops_before, cpu_gflops_after) * 1e9)
+        c50 = pct(fast_cpu, 50)
+        rows += [
+            ("CPU time p50: ensemble / as trained / naive",
+             f"{c50 * 1e3:.1f} / {pct(plain_cpu, 50) * 1e3:.1f} / {pct(naive_cpu, 50) * 1e3:.1f} ms",
+             f"naive / ensemble {pct(naive_cpu, 50) / c50:.1f}x"),
+            ("CPU-time sgemm throughput and bound", f"{max(cpu_gflops_before, cpu_gflops_after):.0f} GFLOP/s, "
+             f"{cpu_bound * 1e3:.1f} ms", f"CPU p50 = {c50 / cpu_bound:.2f}x the bound"),
+        ]
+    rows.append(("cold start minus bare `import torch` (medians)", f"{cold - statistics.median(bare):.2f} s",
+                 "what guesser adds to torch's import"))
     print("## Inference\n")
     print(f"`python benchmarks/infer.py{' ' + ' '.join(argv) if argv else ''}` on {cpu_name()}, "
-          f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, precision {precision}; "
+          f"{torch.get_num_threads()} torch threads, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, "
+          f"torch {torch.__version__}, precision {precision}; "
           f"load average {load0:.1f} at the start, {load1:.1f} at the end.\n")
     print(f"Models: {what}; members {members}. Clip: 6 s mono at 44.1 kHz (both front-ends resample); "
           f"{args.runs} timed runs after {args.warmup} warm-up, naive {args.naive_runs}, cold start {args.cold}.\n")

