@@ -102,15 +102,14 @@ def render_prediction(prediction: "Prediction", *, title: str, top_k: int, timel
 
     from rich import box
 
-    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, show_edge=False,
-                  pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     table.add_column("#", justify="right", style="dim")
     table.add_column("label")
     table.add_column("score", justify="right")
     table.add_column("", style="cyan", no_wrap=True)
     for i, s in enumerate(prediction.top(top_k), start=1):
         table.add_row(str(i), pretty(s.name), f"{s.score:.2f}", _bar(s.score))
-    parts: list = [table]
+    parts: list = [Text(title, style="bold", overflow="ellipsis"), table]
 
     fam = Text("families  ", style="bold")
     for i, f in enumerate(prediction.families[:3]):
