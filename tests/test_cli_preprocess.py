@@ -40,6 +40,7 @@ def test_builds_the_cache(tiny, tmp_path):
     assert r.exit_code == 0, r.output
     cache = FeatureCache.open(cache_dir(tmp_path / "c", SEED_CNN))
     assert {s: len(cache.split(s)) for s in ("train", "val", "eval")} == {"train": 4, "val": 2, "eval": 2}
+    assert f"cache {cache.directory}\n" in r.stderr  # the path on one line, whatever the width
     table = [line.replace("│", " ").split() for line in r.stderr.splitlines()]
     for split, n in (("train", "4"), ("val", "2"), ("eval", "2")):
         assert [split, n] in table

@@ -72,7 +72,8 @@ def run_preprocess(data_root: Path, out: Path, *, jobs: int | None, features: st
             res = build_cache(data_root, out, cfg, jobs=jobs or default_jobs(), shard=shard, progress=progress)
         results.append(res)
         if res.merged:
-            table = Table(title=f"cache {res.directory}", show_header=True)
+            console.print(f"cache {res.directory}", soft_wrap=True)  # a path: never folded
+            table = Table(show_header=True)
             for col in ("split", "clips"):
                 table.add_column(col)
             for split, n in res.clips.items():
