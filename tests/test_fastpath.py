@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from guesser.ensemble import Ensemble, _resampler
+from guesser.ensemble import ChunkedResampler, Ensemble, _resampler, log_mel_long
 from guesser.errors import GuesserError
 from guesser.fastpath import FusedConvBlock, optimize_for_inference, resolve_precision
-from guesser.features import resample
+from guesser.features import PANNS, SEED_CNN, log_mel, resample
 from guesser.models import build_model
 
 
@@ -122,6 +122,16 @@ def test_cached_resampler_is_bit_identical_to_the_features_resampler(rates):
     assert torch.equal(_resampler(*rates)(x), resample(x, *rates))
 
 
+@pytest.mark.parametrize("rates", [(44100, 22050), (44100, 32000), (16000, 32000)])
+def test_long_inputs_resample_in_chunks_to_the_same_samples(rates):
+    torch.manual_seed(0)
+    x = torch.randn(rates[0] * 12 + 37) * 0.1
+    whole = resample(x, *rates)
+    chunked = ChunkedResampler(*rates, chunk_seconds=2.3)(x)  # 6 chunks, edges anywhere
+    assert chunked.shape == whole.shape
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+
+
 def test_optimised_ensemble_matches_the_plain_one_and_batches_windows(light_model_index):
     plain = Ensemble.load([light_model_index], optimize=False)
     fast = Ensemble.load([light_model_index], precision="fp32")
@@ -134,3 +144,17 @@ def test_optimised_ensemble_matches_the_plain_one_and_batches_windows(light_mode
         assert len(p.windows) == len(preds[0].windows) == 4
         assert max(abs(s.score - ref[s.name]) for s in p.labels) < 1e-5
         assert [f.name for f in p.families] == [f.name for f in preds[0].families]
+
+
+@pytest.mark.parametrize("cfg", [SEED_CNN, PANNS], ids=["seed", "panns"])
+def test_long_files_log_mel_in_chunks_gives_the_same_frames(cfg):
+    torch.manual_seed(0)
+    x = torch.randn(cfg.sample_rate * 25 + 123) * 0.1
+    x[cfg.sample_rate * 10 : cfg.sample_rate * 12] = 0  # a stretch of digital silence inside
+    whole = log_mel(x, cfg.sample_rate, cfg)
+    chunked = log_mel_long(x, cfg, chunk_seconds=7.3)  # chunk edges fall mid-signal, not on windows
+    assert chunked.shape == whole.shape
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0.07)  # at most one float16 step at 60 dB
+    assert (chunked == whole).float().mean() > 0.999
+    short = x[: cfg.sample_rate * 5]
+    assert torch.equal(log_mel_long(short, cfg), log_mel(short, cfg.sample_rate, cfg))  # short: the same function
