@@ -1,11 +1,14 @@
-"""Inference-only rewrites of a loaded model: the same logits with fewer passes over memory.
+"""Inference-only rewrites of a loaded model: the same logits, less time.
 
-Why: on a CPU most of a prediction is convolutions and the passes over their
-large outputs that follow them. In eval mode BatchNorm is a per-channel affine
-map, so it folds into the convolution before it (``fuse_conv_bn_eval``); the
-ReLU then runs inside the convolution as a oneDNN post-op; what is left per
-block is one convolution and one pooling. Activations stay channels-last,
-oneDNN's native layout, so nothing is reordered between blocks.
+Why: a prediction is mostly convolutions. In eval mode BatchNorm is a
+per-channel affine map, so it folds into the convolution before it
+(``fuse_conv_bn_eval``); the ReLU runs inside the convolution as a oneDNN
+post-op; what is left per block is one convolution and one pooling, with
+activations channels-last (oneDNN's native layout) from block to block, and
+the one-channel first layer as im2col + matmul (see :class:`FusedConvBlock`).
+Measured (docs/benchmarks.md): in float32 this alone gains only a few percent
+(the convolutions are compute-bound); what it makes possible is running the
+whole conv stack in bfloat16, 1.6-1.8x faster end to end.
 
 Only the conv blocks of the known architectures are rewritten (the seed CNNs'
 ``Sequential(Conv2d, BatchNorm2d, ReLU, MaxPool2d)`` and PANNs'
