@@ -160,11 +160,19 @@ async def test_app_records_through_the_virtual_microphone(tmp_path, light_model_
         assert app.recorder.device_name == "pulse"
         await pilot.press("space")
         await until(pilot, lambda: app.screen.query_one(RecordPanel).state == RECORDING, what="recording")
-        player = subprocess.Popen(["paplay", "-d", "vsink", str(clip)])
+        stop = threading.Event()
+
+        def keep_playing() -> None:  # replay until the take is done: a slow paplay start cannot miss the window
+            while not stop.is_set():
+                subprocess.run(["paplay", "-d", "vsink", str(clip)], timeout=30)
+
+        player = threading.Thread(target=keep_playing, daemon=True)
+        player.start()
         try:
             await until(pilot, lambda: isinstance(app.screen, ResultsScreen), timeout=30, what="results")
         finally:
-            player.kill()
+            stop.set()
+            player.join(timeout=30)
         take = app.session.takes[0]
         assert take.source == "pulse" and abs(take.duration - 3.0) < 0.01
         assert take.level.rms_db > -45  # the dog was heard, not the silence around it
