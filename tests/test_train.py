@@ -244,3 +244,27 @@ def test_precision_choice(monkeypatch):
     assert autocast_dtype("auto", cpu) is None and autocast_dtype("bf16", cpu) == torch.bfloat16
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
     assert autocast_dtype("auto", cpu) == torch.bfloat16 and autocast_dtype("fp32", cpu) is None
+
+
+def test_ema_weights_are_validated_kept_and_resumed_exactly(cache_root, tmp_path):
+    """With ema_decay the best checkpoint holds the moving average (not the raw weights), and a
+    run stopped mid-epoch and resumed ends with the same average as one that never stopped."""
+    from trainer.train import load_state
+
+    recipe = tiny_recipe("ema", ema_decay=0.9)
+    with one_thread():
+        train(recipe, cache_root, tmp_path / "ref", device="cpu", progress=False, log=lambda s: None)
+        part = train(recipe, cache_root, tmp_path / "cut", device="cpu", progress=False, max_steps=4,
+                     log=lambda s: None)
+        assert not part.finished
+        train(recipe, cache_root, tmp_path / "cut", device="cpu", progress=False, resume=True, log=lambda s: None)
+        one = train(tiny_recipe("ema1", ema_decay=0.9, epochs=1), cache_root, tmp_path / "one", device="cpu",
+                    progress=False, log=lambda s: None)
+    assert same_tensors(tmp_path / "ref" / "last.safetensors", tmp_path / "cut" / "last.safetensors") == []
+    assert one.best_epoch == 1
+    state, _ = load_state(tmp_path / "one" / "last.safetensors")
+    best, _ = load_checkpoint(tmp_path / "one" / "best.safetensors")
+    convs = [k for k in best if k.endswith("weight") and best[k].ndim == 4]
+    for k in convs:
+        assert torch.equal(best[k], state["ema"]["module." + k])  # the kept model is the average …
+    assert any(not torch.equal(best[k], state["model"][k]) for k in convs)  # … not the raw weights

@@ -60,6 +60,7 @@ class TrainConfig:
     oversample: bool = False
     oversample_power: float = 0.5
     random_crop: bool = True
+    ema_decay: float = 0.0  # >0: validate and keep an exponential moving average of the weights (e.g. 0.999)
     crop_seconds: float = 0.0  # train on shorter crops than the inference window (0: the window); global-pooling models only
     families: str = "6"  # for the families task: "6" or "5"
     seed: int = 0
@@ -135,6 +136,7 @@ class Recipe:
             ((t.loss == "ce") == (self.task == "families"), "families use loss 'ce'; labels use 'bce' or 'focal'"),
             (t.pos_weight in ("none", "sqrt", "inverse"), "train.pos_weight must be none, sqrt or inverse"),
             (t.families in ("5", "6"), "train.families must be '5' or '6'"),
+            (0 <= t.ema_decay < 1, "train.ema_decay must be in [0, 1)"),
             (t.crop_seconds == 0 or (self.arch == "cnn6" and t.crop_seconds > 0),
              "train.crop_seconds is only for cnn6 (the seed CNNs' 4×4 pooling must see the inference window)"),
             (t.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),

@@ -239,9 +239,12 @@ def save_model(path: Path, model: nn.Module, meta: dict, dtype: torch.dtype | No
     save_checkpoint(path, sd, meta)
 
 
-def save_state(path: Path, model, optimizer, plateau, scaler, counters: dict, meta: dict) -> None:
-    """Everything to continue a run: model, optimiser, plateau and grad-scaler state, counters, history."""
-    skel, tensors = flatten({"model": model.state_dict(), "optimizer": optimizer.state_dict()})
+def save_state(path: Path, model, optimizer, plateau, scaler, counters: dict, meta: dict, ema=None) -> None:
+    """Everything to continue a run: model, optimiser, EMA, plateau and grad-scaler state, counters, history."""
+    tree = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
+    if ema is not None:
+        tree["ema"] = ema.state_dict()
+    skel, tensors = flatten(tree)
     state = {"kind": "train-state", "skeleton": skel, "scheduler": plateau.state_dict() if plateau else None,
              "scaler": scaler.state_dict(), "counters": counters, **meta}
     save_checkpoint(path, tensors, state)
@@ -434,6 +437,12 @@ def train(
     pos_weight = positive_weights(tr.y[tr.keep] > 0, t.pos_weight, t.pos_weight_cap) if t.loss == "bce" else None
     criterion = Criterion(t.loss, pos_weight, t.focal_alpha, t.focal_gamma).to(dev)
     optimizer, plateau = make_optimizer(recipe, model)
+    ema = None
+    if t.ema_decay > 0:  # an exponential moving average of the weights: what is validated and kept
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+    evaluated = ema.module if ema is not None else model
     amp = autocast_dtype(t.precision, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16 and dev.type == "cuda")
 
@@ -449,6 +458,8 @@ def train(
         state, meta = resumed
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         if plateau is not None and meta.get("scheduler"):
             plateau.load_state_dict(meta["scheduler"])
         if meta.get("scaler"):
@@ -470,7 +481,7 @@ def train(
     def checkpoint_state() -> None:
         if main:
             save_state(last_path, model, optimizer, plateau, scaler, dict(counters),
-                       {"recipe": recipe.to_dict(), "history": history, "world_size": world})
+                       {"recipe": recipe.to_dict(), "history": history, "world_size": world}, ema)
 
     def write_metrics() -> None:
         if main:  # rewritten whole, so it always agrees with the checkpoint it belongs to
@@ -522,6 +533,8 @@ def train(
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if ema is not None:
+                    ema.update_parameters(model)
                 counters["loss_sum"] += float(loss.item())
                 counters["loss_n"] += 1
                 counters["step"] += 1
@@ -553,7 +566,7 @@ def train(
             if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
                 score = None
                 if main:
-                    probs = predict_split(model, val_split, cfg, recipe.task, device=dev, autocast_dtype=amp)
+                    probs = predict_split(evaluated, val_split, cfg, recipe.task, device=dev, autocast_dtype=amp)
                     row["val_loss"] = round(validation_loss(criterion, probs[va.keep], va.y[va.keep], multilabel), 6)
                     score = validation_score(probs, va)
                 if world > 1:
@@ -562,7 +575,7 @@ def train(
                 if score > counters["best"]:
                     counters.update(best=score, best_epoch=epoch + 1)
                     if main:
-                        save_model(best_path, model, model_meta(recipe, cfg, tr.classes, model, {
+                        save_model(best_path, evaluated, model_meta(recipe, cfg, tr.classes, evaluated, {
                             "metrics": row, "best_epoch": epoch + 1, "trained_seconds": counters["seconds"],
                             "trained_labels": trained_labels, "world_size": world}))
                 if plateau is not None and epoch + 1 >= t.warmup_epochs:
