@@ -190,6 +190,18 @@ def report(
     run_report(runs or [], root=root, html=html, width=width)
 
 
+@app.command()
+@friendly
+def export(
+    index: Path = typer.Argument(Path("runs/index.json"), help="Models index (or its folder) from 'guesser train multi'."),
+    out: Path = typer.Option(Path("assets/models"), "--out", "-o", help="Folder for the exported models and index."),
+) -> None:
+    """Copy each member's best model as fp16 safetensors with a new index (how assets/models is made)."""
+    from trainer.export import export_models
+
+    export_models(index, out)
+
+
 # ---------------------------------------------------------------- inference
 
 
