@@ -133,10 +133,13 @@ def write_index(out: Path, names: list[str] | None = None) -> Path:
 
 
 def print_recipes() -> None:
-    table = Table(title="shipped recipes")
-    for col in ("name", "member", "arch", "task", "epochs"):
-        table.add_column(col, no_wrap=True)  # names are what one types: never broken across lines
-    table.add_column("description")
+    """One row per shipped recipe; the description gets its own line so narrow terminals stay readable."""
+    table = Table(title="shipped recipes", show_lines=True)
+    width = max(len(r.name) for r in shipped_recipes())
+    table.add_column("name", min_width=width, ratio=1)  # the name never breaks: its column is as wide
+    for col in ("member", "task", "front-end", "epochs"):
+        table.add_column(col, no_wrap=True)
     for r in shipped_recipes():
-        table.add_row(r.name, r.member, r.arch, r.task, str(r.train.epochs), r.description)
+        table.add_row(f"[bold]{r.name}[/]\n[dim]{r.description}[/]", r.member, r.task, r.features.preset,
+                      str(r.train.epochs))
     Console().print(table)
