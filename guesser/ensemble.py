@@ -20,16 +20,15 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
 
 from guesser.checkpoint import load_checkpoint
 from guesser.errors import CheckpointError
-from guesser.features import FeatureConfig, fit_frames, log_mel, normalize, to_mono, window_starts
+from guesser.features import FeatureConfig, fit_frames, log_mel_long, normalize, resampler, to_mono, window_starts
 from guesser.labels import FAMILIES_6, default_label_space, fold_families
 from guesser.models import TASK_FAMILIES, TASK_LABELS, build_model
 
@@ -249,7 +248,7 @@ class Ensemble:
                 cfg = m.features
                 if cfg.key not in logmels:
                     if cfg.sample_rate not in resampled:
-                        resampled[cfg.sample_rate] = _resampler(sample_rate, cfg.sample_rate)(wav)
+                        resampled[cfg.sample_rate] = resampler(sample_rate, cfg.sample_rate)(wav)
                     logmels[cfg.key] = log_mel_long(resampled[cfg.sample_rate], cfg)
                 lm = logmels[cfg.key]
                 hop = int(round(self.window_hop_seconds * cfg.frames_per_second)) if self.window_hop_seconds else None
@@ -307,95 +306,6 @@ class Ensemble:
     def _fold_families(self, p: torch.Tensor) -> torch.Tensor:
         """[200] label probabilities -> [6] family scores: the most probable label of each family."""
         return fold_families(p, self._fold)
-
-
-LONG_CHUNK_SECONDS = 60.0
-
-
-def log_mel_long(x: torch.Tensor, cfg: FeatureConfig, chunk_seconds: float = LONG_CHUNK_SECONDS) -> torch.Tensor:
-    """:func:`guesser.features.log_mel` of a mono waveform already at ``cfg.sample_rate``, in bounded memory.
-
-    Up to ``chunk_seconds`` this *is* ``log_mel``. Beyond, the STFT's complex
-    frames (8 bytes × 513 bins × 86 frames per second: 1.3 GB for ten minutes)
-    would dominate memory, so the signal is reflect-padded once exactly as the
-    centred STFT pads it, and cut into chunks of whole frames, each transformed
-    with its own n_fft of context; frame t is computed from the same samples as
-    in one pass, and the result is bit-identical in tests (an FFT or matmul
-    library could round a last bit differently for another number of frames;
-    the float16 rounding of the log-mel absorbs such differences).
-    """
-    hop = cfg.hop_length
-    per_chunk = max(1, int(chunk_seconds * cfg.sample_rate) // hop)
-    n_frames = 1 + x.numel() // hop
-    if n_frames <= per_chunk or x.numel() <= cfg.n_fft:
-        return log_mel(x, cfg.sample_rate, cfg)
-    half = cfg.n_fft // 2
-    padded = torch.nn.functional.pad(x[None, None], (half, half), mode="reflect")[0, 0]
-    out = []
-    for t0 in range(0, n_frames, per_chunk):
-        t1 = min(n_frames, t0 + per_chunk)
-        seg = padded[t0 * hop : (t1 - 1) * hop + cfg.n_fft]
-        out.append(_log_mel_frames(seg, cfg))
-    return torch.cat(out, dim=-1)
-
-
-def _log_mel_frames(seg: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
-    """The uncentred frames of ``seg`` through the same power → mel → dB → float16 steps as ``log_mel``."""
-    from guesser.features import _mel_filters, _window
-
-    spec = torch.stft(seg, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-                      window=_window(cfg.win_length), center=False, return_complex=True)
-    power = spec.real.square() + spec.imag.square()
-    fb = _mel_filters(cfg.n_fft, cfg.n_mels, cfg.sample_rate, cfg.f_min, cfg.f_max or cfg.sample_rate / 2)
-    return (10.0 * torch.log10(torch.clamp(fb.T @ power, min=cfg.amin))).half().float()
-
-
-@lru_cache(maxsize=8)
-def _resampler(orig_sr: int, new_sr: int) -> "Callable[[torch.Tensor], torch.Tensor]":
-    """A resampler for one pair of rates, its sinc kernel computed once (not per call)."""
-    if orig_sr == new_sr:
-        return lambda x: x
-    return ChunkedResampler(orig_sr, new_sr)
-
-
-class ChunkedResampler:
-    """torchaudio's sinc resampler, as :func:`guesser.features.resample` computes it, in bounded memory.
-
-    The same kernel (``torchaudio.transforms.Resample``, computed in float32 as
-    the functional form does): up to ``chunk_seconds`` of input the transform
-    itself runs, bit-identical to what the cache builder computed. Longer
-    inputs would make its strided ``conv1d`` unroll the whole signal at once
-    (+870 MB for ten minutes at 44.1 kHz), so the padded signal is cut into
-    runs of whole output blocks, each with the kernel's context: every output
-    sample comes from the same input samples and weights as in one pass, equal
-    to within one float32 rounding (the convolution may sum in another order
-    for another length), far below the float16 step of the log-mel after it.
-    """
-
-    def __init__(self, orig_sr: int, new_sr: int, chunk_seconds: float = LONG_CHUNK_SECONDS):
-        import torchaudio.transforms as T
-
-        self.transform = T.Resample(orig_sr, new_sr, dtype=torch.float32)
-        g = math.gcd(orig_sr, new_sr)
-        self.orig, self.new = orig_sr // g, new_sr // g  # one output block of `new` samples per `orig` inputs
-        self.chunk_samples = max(self.orig, int(chunk_seconds * orig_sr))
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """[samples] -> [ceil(samples * new / orig)]."""
-        if x.numel() <= self.chunk_samples:
-            return self.transform(x)
-        kernel, width, o = self.transform.kernel, self.transform.width, self.orig
-        k = kernel.shape[-1]
-        padded = torch.nn.functional.pad(x[None], (width, width + o))[0]  # as torchaudio pads
-        blocks = (padded.numel() - k) // o + 1
-        per = max(1, self.chunk_samples // o)
-        out = []
-        for i0 in range(0, blocks, per):
-            i1 = min(blocks, i0 + per)
-            seg = padded[i0 * o : (i1 - 1) * o + k]
-            out.append(torch.nn.functional.conv1d(seg[None, None], kernel, stride=o)[0].t().reshape(-1))
-        target = int(torch.ceil(torch.as_tensor(self.new * x.numel() / o)).long())
-        return torch.cat(out)[:target]
 
 
 def _fit_threads() -> None:

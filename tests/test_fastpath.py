@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from guesser.ensemble import ChunkedResampler, Ensemble, _resampler, log_mel_long
+from guesser.ensemble import Ensemble
+from guesser.features import ChunkedResampler, log_mel_long
+from guesser.features import resampler as _resampler
 from guesser.errors import GuesserError
 from guesser.fastpath import FusedConvBlock, optimize_for_inference, resolve_precision
 from guesser.features import PANNS, SEED_CNN, log_mel, resample
