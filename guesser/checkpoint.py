@@ -16,6 +16,7 @@ into the JSON, so resuming a run needs no pickle either.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from guesser.errors import CheckpointError
+from guesser.errors import CheckpointError, DiskFullError
 
 FORMAT = "guesser-checkpoint"
 FORMAT_VERSION = 1
@@ -32,7 +33,12 @@ _TENSOR = "__tensor__"
 
 
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``; the old file survives any failure."""
+    """Call ``write(tmp_path)`` then rename onto ``path``; the old file survives any failure.
+
+    A full disk (or quota) becomes :class:`DiskFullError`, one line for the user;
+    checkpoints, caches and run logs all go through here, so none of them can
+    leave a torn file or a traceback behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -42,8 +48,11 @@ def atomic_write(path: Path, write) -> None:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(f"disk full while writing {path}; free some space and rerun "
+                                "(the previous version of the file is intact)") from None
         raise
 
 

@@ -33,3 +33,7 @@ class DeviceError(GuesserError):
 
 class RecipeError(GuesserError):
     """A recipe file with unknown keys or values out of range."""
+
+
+class DiskFullError(GuesserError):
+    """No space left (or quota exceeded) while writing; the previous file is kept."""

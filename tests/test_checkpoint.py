@@ -49,7 +49,9 @@ def test_a_failing_write_leaves_the_old_file_intact(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(safetensors.torch, "save_file", torn_write)
-    with pytest.raises(OSError, match="No space"):
+    from guesser.errors import DiskFullError
+
+    with pytest.raises(DiskFullError, match=r"disk full while writing .*best\.safetensors.*previous version"):
         save_checkpoint(path, {"w": torch.zeros(3)}, {"kind": "model", "version": "new"})
     assert path.read_bytes() == before
     assert read_meta(path)["version"] == "old"
@@ -178,3 +180,4 @@ def test_flatten_unflatten_round_trips_an_optimizer_state(tmp_path):
 def test_flatten_refuses_what_json_cannot_hold():
     with pytest.raises(TypeError, match="set"):
         flatten({"a": {1, 2}})
+
