@@ -268,3 +268,20 @@ def test_ema_weights_are_validated_kept_and_resumed_exactly(cache_root, tmp_path
     for k in convs:
         assert torch.equal(best[k], state["ema"]["module." + k])  # the kept model is the average …
     assert any(not torch.equal(best[k], state["model"][k]) for k in convs)  # … not the raw weights
+
+
+def test_ema_warmup_follows_the_weights_early_and_settles_later():
+    """The ramped decay (1+n)/(10+n) capped at ``decay``, checked against that formula step by step."""
+    from trainer.train import ema_with_warmup
+
+    update = ema_with_warmup(0.99)
+    ema, expected = [torch.zeros(3)], torch.zeros(3)
+    for n in range(200):
+        w = torch.full((3,), float(n + 1))
+        d = min(0.99, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * w
+        update(ema, [w], torch.tensor(n))
+        assert torch.allclose(ema[0], expected)
+    counts = [torch.tensor([5])]
+    update(counts, [torch.tensor([7])], torch.tensor(3))
+    assert counts[0].item() == 7  # integer buffers follow the model

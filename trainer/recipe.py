@@ -61,6 +61,7 @@ class TrainConfig:
     oversample_power: float = 0.5
     random_crop: bool = True
     ema_decay: float = 0.0  # >0: validate and keep an exponential moving average of the weights (e.g. 0.999)
+    ema_warmup: bool = False  # ramp the EMA decay as (1+n)/(10+n) up to ema_decay: short runs are not held at init
     crop_seconds: float = 0.0  # train on shorter crops than the inference window (0: the window); global-pooling models only
     families: str = "6"  # for the families task: "6" or "5"
     seed: int = 0

@@ -179,6 +179,28 @@ def make_batch(split: CachedSplit, targets: Targets, idx: np.ndarray, cfg: Featu
     return x.unsqueeze(1), y
 
 
+def ema_with_warmup(decay: float):
+    """An EMA whose decay ramps up as (1 + n) / (10 + n) towards ``decay`` (n: updates so far).
+
+    With a fixed 0.999 the average still holds (0.999)^n of the initial weights:
+    28 % after 1,300 steps, which on a small data set is most of a run. The
+    ramp (as TensorFlow's ExponentialMovingAverage with num_updates) follows the
+    weights closely early on and settles into the long average later.
+    """
+
+    @torch.no_grad()
+    def update(ema_params, params, num_averaged):
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        if torch.is_floating_point(ema_params[0]):
+            torch._foreach_lerp_(ema_params, params, 1.0 - d)
+        else:  # integer buffers (BatchNorm's batch counter): follow the model
+            for e, p in zip(ema_params, params, strict=True):
+                e.copy_(p)
+
+    return update
+
+
 # ---------------------------------------------------------------- learning rate
 
 def make_optimizer(recipe: Recipe, model: nn.Module):
@@ -441,7 +463,8 @@ def train(
     if t.ema_decay > 0:  # an exponential moving average of the weights: what is validated and kept
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay), use_buffers=True)
+        average = ema_with_warmup(t.ema_decay) if t.ema_warmup else get_ema_multi_avg_fn(t.ema_decay)
+        ema = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
     evaluated = ema.module if ema is not None else model
     amp = autocast_dtype(t.precision, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16 and dev.type == "cuda")
