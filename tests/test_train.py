@@ -285,3 +285,13 @@ def test_ema_warmup_follows_the_weights_early_and_settles_later():
     counts = [torch.tensor([5])]
     update(counts, [torch.tensor([7])], torch.tensor(3))
     assert counts[0].item() == 7  # integer buffers follow the model
+
+
+def test_a_recipe_saved_before_a_new_option_existed_still_resumes():
+    """Options added later with a default (e.g. ``ema_warmup``) are not a difference; a changed value is."""
+    current = tiny_recipe().to_dict()
+    older = json.loads(json.dumps(current))
+    del older["train"]["ema_warmup"]
+    assert train_mod.recipe_difference(train_mod._with_defaults(older), current) is None
+    older["train"]["lr"] = 0.5
+    assert train_mod.recipe_difference(train_mod._with_defaults(older), current) == "train.lr (0.5 vs 0.001)"

@@ -291,6 +291,17 @@ def recipe_difference(saved: dict, current: dict, prefix: str = "") -> str | Non
     return None
 
 
+def _with_defaults(saved: dict) -> dict:
+    """A saved recipe with the fields added since it was written filled in by their defaults.
+
+    So a run started before a new (defaulted) recipe option existed can still be resumed.
+    """
+    try:
+        return Recipe.from_dict(saved).to_dict()
+    except GuesserError:
+        return saved
+
+
 def resume_state(out: Path, resume: bool, recipe: Recipe, world: int, main: bool):
     """(state, meta) to continue from, or None for a fresh run; rank 0 decides and reads, then tells every rank.
 
@@ -304,7 +315,7 @@ def resume_state(out: Path, resume: bool, recipe: Recipe, world: int, main: bool
                 raise GuesserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
             if last.exists():
                 state, meta = load_state(last)
-                diff = recipe_difference(meta.get("recipe", {}), recipe.to_dict())
+                diff = recipe_difference(_with_defaults(meta.get("recipe", {})), recipe.to_dict())
                 if diff:
                     raise GuesserError(f"{last}: was written by a different recipe ({diff}); "
                                        "use another --out or drop --resume")

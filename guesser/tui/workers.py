@@ -61,7 +61,8 @@ def monitor(target: MessagePump, recorder: Recorder, previous: Recorder | None =
             try:
                 recorder.check()
             except DeviceError as e:
-                target.post_message(m.AudioFailed(e))
+                if not cancelled():  # a replaced monitor sees its recorder closed by its successor: not a failure
+                    target.post_message(m.AudioFailed(e))
                 return
             target.post_message(m.AudioTick(tracker.columns(recorder.read, recorder.total), recorder.level))
     finally:
