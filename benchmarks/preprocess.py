@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -51,6 +50,8 @@ from guesser.errors import AudioError
 from guesser.features import SEED_CNN, FeatureConfig, fit_frames, log_mel
 from trainer.cache import build_cache, find_cache
 from trainer.fsd50k import GT, Fsd50k
+
+from machine import cpu_name  # benchmarks/ is on sys.path when run as a script
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = REPO.parent / "shared" / "fsd50k-mini"
@@ -202,16 +203,6 @@ class Row:
 
 def mb(n: float) -> str:
     return f"{n / 1e6:,.1f} MB"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

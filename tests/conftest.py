@@ -108,3 +108,12 @@ def make_model_checkpoint(tmp_path: Path):
         return write_random_model(tmp_path / f"{name}.safetensors", RandomSpec(arch, task, preset), **kw)
 
     return make
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test: on a shared 2-core machine two OpenMP threads spin against other jobs."""
+    from trainkit import one_thread
+
+    with one_thread():
+        yield

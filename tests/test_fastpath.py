@@ -16,15 +16,7 @@ from guesser.features import PANNS, SEED_CNN, log_mel, resample
 from guesser.models import build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine two OpenMP threads spin against other jobs."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SHAPES = {"cnn4": (2, 1, 128, 300), "cnn3": (2, 1, 128, 200), "family_cnn": (1, 1, 128, 516), "cnn6": (1, 1, 64, 400)}
 
