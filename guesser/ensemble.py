@@ -102,6 +102,7 @@ class LoadedModel:
     module: torch.nn.Module
     path: Path
     meta: dict
+    family_weight: float = 1.0  # how much its family scores count in the ensemble's (from the models index)
 
 
 def load_model(path: str | Path, *, precision: str | None = None, optimize: bool = True) -> LoadedModel:
@@ -162,8 +163,18 @@ def default_models_index() -> Path:
 
 def resolve_model_paths(sources: Iterable[str | Path] | None) -> list[Path]:
     """Index files and/or checkpoints (or a folder holding index.json) -> checkpoint paths."""
+    return [p for p, _ in resolve_models(sources)]
+
+
+def resolve_models(sources: Iterable[str | Path] | None) -> list[tuple[Path, float]]:
+    """Index files and/or checkpoints -> (checkpoint, family weight) pairs.
+
+    An index entry may carry ``family_weight`` (default 1): ``guesser evaluate``
+    chooses it on the validation split, because a family model and the family
+    scores folded from a label model are not equally reliable.
+    """
     sources = list(sources or [default_models_index()])
-    paths: list[Path] = []
+    paths: list[tuple[Path, float]] = []
     for s in sources:
         p = Path(s)
         if p.is_dir():
@@ -174,11 +185,13 @@ def resolve_model_paths(sources: Iterable[str | Path] | None) -> list[Path]:
             try:
                 index = json.loads(p.read_text())
                 entries = index["models"]
-                paths += [(p.parent / e["path"]).resolve() for e in entries]
+                paths += [((p.parent / e["path"]).resolve(), float(e.get("family_weight", 1.0))) for e in entries]
             except (ValueError, KeyError, TypeError):
                 raise CheckpointError(f"{p}: not a guesser models index") from None
+            if any(not (w >= 0) for _, w in paths):
+                raise CheckpointError(f"{p}: a family_weight must be a number >= 0")
         else:
-            paths.append(p)
+            paths.append((p, 1.0))
     if not paths:
         raise CheckpointError("no models to run")
     return paths
@@ -211,8 +224,12 @@ class Ensemble:
     def load(cls, sources: Iterable[str | Path] | None = None, *, precision: str | None = None,
              optimize: bool = True, **kwargs) -> "Ensemble":
         """Load every model of ``sources`` (index files, folders, checkpoints; default: the shipped index)."""
-        return cls([load_model(p, precision=precision, optimize=optimize) for p in resolve_model_paths(sources)],
-                   **kwargs)
+        models = []
+        for path, weight in resolve_models(sources):
+            m = load_model(path, precision=precision, optimize=optimize)
+            m.family_weight = weight
+            models.append(m)
+        return cls(models, **kwargs)
 
     @property
     def label_models(self) -> list[LoadedModel]:
@@ -273,7 +290,7 @@ class Ensemble:
                     tops.append(int(full.argmax()))
                     outputs.append(ModelOutput(m.name, m.member, m.task, _rank(m.classes, p)))
             labels = torch.stack(label_probs).mean(dim=0) if label_probs else torch.zeros(len(self.label_names))
-            families = torch.stack(family_sources).mean(dim=0)
+            families = weighted_mean(family_sources, [m.family_weight for m in self.models])
             fam_rank = _rank(self.family_names, families)
             agreement = sum(t == int(families.argmax()) for t in tops) / len(tops)
             windows: list[Window] = []
@@ -305,6 +322,14 @@ class Ensemble:
     def _fold_families(self, p: torch.Tensor) -> torch.Tensor:
         """[200] label probabilities -> [6] family scores: the most probable label of each family."""
         return fold_families(p, self._fold)
+
+
+def weighted_mean(sources: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+    """The weighted mean of same-shape score tensors (equal weights when all are zero)."""
+    w = torch.tensor(weights, dtype=torch.float32)
+    if float(w.sum()) <= 0:
+        w = torch.ones_like(w)
+    return (torch.stack(sources) * (w / w.sum()).view(-1, *([1] * sources[0].dim()))).sum(dim=0)
 
 
 def _fit_threads() -> None:

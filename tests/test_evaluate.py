@@ -61,9 +61,8 @@ def family_truth(y: np.ndarray) -> np.ndarray:
     return out
 
 
-def app_scores(paths, clips) -> dict:
+def app_scores(ens: Ensemble, clips) -> dict:
     """Ensemble.predict on each clip's audio: {"labels" [N, 200], "families" [N, 6], model name: [N, K]}."""
-    ens = Ensemble([load_model(p) for p in paths])
     labels, families, per_model = [], [], {m.name: [] for m in ens.models}
     for c in clips:
         audio = load_audio(c.path)
@@ -80,10 +79,10 @@ def app_scores(paths, clips) -> dict:
 
 @pytest.fixture(scope="module")
 def app_out(evaluated, fsd_tree) -> dict:
-    """What the app says about every eval and val clip, with all three models loaded (computed once)."""
+    """What the app says about every eval and val clip, with the index's three models loaded (computed once)."""
     runs, _ = evaluated
-    paths = [runs / e["path"] for e in json.loads((runs / "index.json").read_text())["models"]]
-    return {split: app_scores(paths, fsd_tree.split(split)) for split in ("eval", "val")}
+    ens = Ensemble.load([runs / "index.json"])
+    return {split: app_scores(ens, fsd_tree.split(split)) for split in ("eval", "val")}
 
 
 def fold_by_hand(p: np.ndarray) -> np.ndarray:
@@ -238,3 +237,27 @@ def test_cli_errors_are_one_line(case, evaluated, tmp_path, cache_root):
     expected = {"no cache": "guesser preprocess", "no run": "no such run folder", "no index": "guesser train multi",
                 "bad split": "--split", "not a checkpoint": "not a guesser checkpoint"}[case]
     assert expected in lines[0]
+
+
+def test_family_models_weight_is_chosen_on_val_and_recorded_for_the_app(evaluated, fsd_tree, app_out):
+    """By hand on the app's own per-model outputs: each grid weight's family mAP on val; the best
+    (ties: nearest 1) is the one evaluate chose, wrote into the index, and the app then used."""
+    from trainer.evaluate import FAMILY_WEIGHT_GRID
+
+    runs, res = evaluated
+    fit = res["ensemble"]["family_weight"]
+    val = app_out["val"]
+    y = (family_truth(truth(fsd_tree.split("val"))) > 0).astype(int)
+    folded = [fold_by_hand(val[n]) for n in ("tiny_cnn3", "tiny_cnn4")]
+    fam_model = np.zeros((len(y), 6))
+    fam_model[:, [FAMILIES_6.index(c) for c in load_model(runs / "tiny_family" / "best.safetensors").classes]] = \
+        val["tiny_family"]
+    by_hand = {w: macro_ap(y, (folded[0] + folded[1] + w * fam_model) / (2 + w)) if w else macro_ap(y, sum(folded) / 2)
+               for w in FAMILY_WEIGHT_GRID}
+    for w, v in by_hand.items():
+        assert fit["val_family_map"][str(w)] == pytest.approx(v, abs=1e-4)
+    assert by_hand[fit["chosen"]] >= max(by_hand.values()) - 1e-4  # the best on val (up to float ties)
+    entries = {e["name"]: e for e in json.loads((runs / "index.json").read_text())["models"]}
+    assert entries["tiny_family"]["family_weight"] == fit["chosen"]
+    assert "family_weight" not in entries["tiny_cnn4"]
+    assert [m.family_weight for m in Ensemble.load([runs / "index.json"]).models if m.task == "families"] == [fit["chosen"]]

@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from guesser.checkpoint import atomic_write_text
-from guesser.ensemble import INDEX_NAME, LoadedModel, load_model, resolve_model_paths
+from guesser.checkpoint import atomic_write_text, read_meta
+from guesser.ensemble import INDEX_NAME, LoadedModel, load_model, resolve_models
 from guesser.errors import CheckpointError, DataError, GuesserError
 from guesser.features import PANNS, SEED_CNN, FeatureConfig
 from guesser.labels import FAMILIES_6, FAMILY_SETS, LabelSpace, Vocabulary, default_label_space, fold_families
-from guesser.models import TASK_LABELS
+from guesser.models import TASK_FAMILIES, TASK_LABELS
 from trainer import metrics as M
 from trainer.fsd50k import family_targets
 
@@ -82,19 +82,19 @@ def checkpoint_of(path: Path) -> Path:
     return path
 
 
-def resolve_targets(runs: list[Path], index: Path) -> tuple[list[Path], Path]:
-    """(checkpoints, folder for the ensemble's results) from the given runs, else from the models index."""
+def resolve_targets(runs: list[Path], index: Path) -> tuple[list[tuple[Path, float]], Path]:
+    """((checkpoint, family weight) pairs, folder for the ensemble's results) from the runs, else the index."""
     if runs:
-        ckpts: list[Path] = []
+        ckpts: list[tuple[Path, float]] = []
         for r in runs:
             r = Path(r)
-            ckpts += resolve_model_paths([r]) if r.suffix == ".json" else [checkpoint_of(r)]
+            ckpts += resolve_models([r]) if r.suffix == ".json" else [(checkpoint_of(r), 1.0)]
         # runs/a/best.safetensors + runs/b/best.safetensors -> the ensemble's results go to runs/
-        return ckpts, Path(os.path.commonpath([str(c.resolve().parent) for c in ckpts]))
+        return ckpts, Path(os.path.commonpath([str(c.resolve().parent) for c, _ in ckpts]))
     if not Path(index).exists():
         raise GuesserError(f"{index}: no models index; pass run folders (guesser evaluate runs/NAME) "
                            "or train with 'guesser train multi'")
-    return resolve_model_paths([index]), Path(index).resolve().parent
+    return resolve_models([index]), Path(index).resolve().parent
 
 
 def result_path(checkpoint: Path, split: str) -> Path:
@@ -212,13 +212,18 @@ def evaluate_families_model(run: ModelRun) -> dict:
     return family_section(soft[keep], run.split.probs[keep], classes)
 
 
-def ensemble_scores(runs: list[ModelRun], which: str) -> tuple[Scores | None, Scores]:
-    """(mean label probabilities or None, family scores [N, 6]) over the clips every model scored."""
+def ensemble_scores(runs: list[ModelRun], which: str,
+                    family_model_weight: float | None = None) -> tuple[Scores | None, Scores]:
+    """(mean label probabilities or None, family scores [N, 6]) over the clips every model scored.
+
+    Family scores are the mean of each model's, weighted by its ``family_weight``
+    (or, for family models, ``family_model_weight`` when given), as the app does.
+    """
     parts = [getattr(r, which) for r in runs if getattr(r, which) is not None]
     common = parts[0].fnames
     for s in parts[1:]:
         common = common[np.isin(common, s.fnames)]
-    labels, families = [], []
+    labels, families, weights = [], [], []
     fm = None
     for r in runs:
         s = getattr(r, which)
@@ -229,25 +234,73 @@ def ensemble_scores(runs: list[ModelRun], which: str) -> tuple[Scores | None, Sc
             fm = fm if fm is not None else label_space(r.model.classes).family_matrix(FAMILIES_6)
             labels.append(s)
             families.append(fold_families(s.probs, fm))
+            weights.append(r.model.family_weight)
         else:
             full = np.zeros((len(common), len(FAMILIES_6)), np.float32)
             for i, c in enumerate(r.model.classes):
                 full[:, FAMILIES_6.index(c)] = s.probs[:, i]
             families.append(full)
+            weights.append(r.model.family_weight if family_model_weight is None else family_model_weight)
     targets = parts[0].take(common).targets
     lab = Scores(common, np.mean([s.probs for s in labels], axis=0), targets) if labels else None
-    return lab, Scores(common, np.mean(families, axis=0), targets)
+    w = np.asarray(weights, np.float64) if sum(weights) > 0 else np.ones(len(weights))
+    return lab, Scores(common, np.average(families, axis=0, weights=w).astype(np.float32), targets)
+
+
+def family_map(families: Scores, space: LabelSpace) -> float:
+    """Family mAP of [N, 6] family scores (a clip counts as positive for each family it has)."""
+    return M.mean_average_precision((family_targets(families.targets, space, "6") > 0).astype(np.uint8), families.probs)
+
+
+FAMILY_WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+
+
+def fit_family_weight(runs: list[ModelRun]) -> dict | None:
+    """The family models' weight (label models count 1) with the best family mAP on the validation split.
+
+    Like the label thresholds, chosen on val and only then applied to eval. None
+    when there is nothing to choose (no family model, or no label model, or a
+    model without validation scores).
+    """
+    tasks = {r.model.task for r in runs}
+    if tasks != {TASK_LABELS, TASK_FAMILIES} or any(r.val is None for r in runs):
+        return None
+    space = label_space(default_label_space().vocabulary.names)
+    on_val = {}
+    for w in FAMILY_WEIGHT_GRID:
+        _, fam = ensemble_scores(runs, "val", family_model_weight=w)
+        on_val[w] = family_map(fam, space)
+    best = max(on_val.values())
+    chosen = min((w for w in FAMILY_WEIGHT_GRID if on_val[w] >= best - 1e-9), key=lambda w: abs(w - 1.0))
+    return {"chosen": chosen, "val_family_map": {str(w): v for w, v in on_val.items()}}
 
 
 def evaluate_ensemble(runs: list[ModelRun]) -> dict:
-    labels, families = ensemble_scores(runs, "split")
+    """The ensemble's metrics; family models weighted as chosen on val (see :func:`fit_family_weight`)."""
+    fit = fit_family_weight(runs)
     space = label_space(default_label_space().vocabulary.names)
+    extra: dict = {}
+    if fit is not None:
+        _, equal = ensemble_scores(runs, "split", family_model_weight=1.0)
+        fit["eval_family_map_equal_weights"] = family_map(equal, space)
+        extra["family_weight"] = fit
+    labels, families = ensemble_scores(runs, "split", None if fit is None else fit["chosen"])
     soft = family_targets(families.targets, space, "6")
     sections = [family_section(soft, families.probs, FAMILIES_6)]
     if labels is not None:
         val_labels, _ = ensemble_scores([r for r in runs if r.model.task == TASK_LABELS], "val")
         sections.insert(0, label_section(labels, val_labels, space))
-    return merge(*sections) | {"clips": len(families.fnames)}
+    return merge(*sections) | {"clips": len(families.fnames)} | extra
+
+
+def record_family_weight(index: Path, runs: list[ModelRun], weight: float) -> None:
+    """Write the chosen weight into the family models' entries of the models index (the app reads it)."""
+    data = json.loads(index.read_text())
+    family_paths = {r.model.path.resolve() for r in runs if r.model.task == TASK_FAMILIES}
+    for e in data["models"]:
+        if (index.parent / e["path"]).resolve() in family_paths:
+            e["family_weight"] = weight
+    atomic_write_text(index, json.dumps(data, indent=1))
 
 
 # ---------------------------------------------------------------- JSON
@@ -294,14 +347,16 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
     dev = pick_device(device)
     results: list[dict] = []
     evaluated: list[ModelRun] = []
-    for ckpt in ckpts:
+    has_families = len(ckpts) > 1 and any(read_meta(c).get("task") == TASK_FAMILIES for c, _ in ckpts)
+    for ckpt, weight in ckpts:
         # the app's fused inference path is a CPU (oneDNN) path; on a GPU the module as trained gives the same logits
         model = load_model(ckpt, optimize=dev.type == "cpu")
+        model.family_weight = weight
         with status.status(f"scoring {model.name} on {split} …"):
             t0 = time.perf_counter()
             s, cache_path = score(model, Path(cache), split, dev)
             val = None
-            if model.task == TASK_LABELS:
+            if model.task == TASK_LABELS or (ensemble and has_families):  # thresholds; the family weight
                 val = s if split == "val" else score(model, Path(cache), "val", dev)[0]
             seconds = time.perf_counter() - t0
         run = ModelRun(model, s, val, cache_path)
@@ -320,6 +375,11 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
                   "params": sum(int(r.model.meta.get("params") or 0) for r in evaluated),
                   "thresholds_from": "val", "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         result = jsonable(header | body)
+        if "family_weight" in body and not runs:
+            record_family_weight(Path(index), evaluated, body["family_weight"]["chosen"])
+            fw = body["family_weight"]
+            status.print(f"family models' weight in the ensemble: {fw['chosen']:g} (best family mAP on val; "
+                         f"written to {index})")
         out = ensemble_path(ens_dir, split)
         atomic_write_text(out, json.dumps(result, indent=1))
         result["path"] = str(out)
