@@ -6,7 +6,8 @@ Shared by ``guesser classify`` and ``guesser play``. How scores combine:
   (each model on its own features, sliding windows averaged over the clip);
 * families: each label model's probabilities are folded into family scores
   (a family scores as its most probable label, see :mod:`guesser.labels`), and
-  averaged with the softmax of every family model; each model counts once.
+  averaged with the softmax of every family model, each weighted by its index
+  entry's ``family_weight`` (default 1; chosen on val by ``guesser evaluate``).
 
 Models with the same front-end share one log-mel computation (they differ only
 in normalisation statistics), so the ensemble costs little more than its

@@ -10,8 +10,9 @@ averaged: what ``guesser classify`` does), and every metric of
   their labels fold into (family mAP, top-family accuracy, confusion matrix);
 * family models: family mAP, accuracy, macro F1, confusion matrix;
 * the ensemble of the evaluated models, combined as :mod:`guesser.ensemble`
-  combines them (mean label probabilities; families = mean of the folded label
-  scores and the family models' softmax), when more than one model is evaluated.
+  combines them (mean label probabilities; families = weighted mean of the folded
+  label scores and the family models' softmax, the family models' weight chosen on
+  val), when more than one model is evaluated.
 
 Results go next to each checkpoint (``<run>/eval.json``; ``eval_val.json`` for
 ``--split val``) and ``ensemble_eval.json`` beside the models index: everything
