@@ -1,0 +1,149 @@
+"""Write docs/models.md from the shipped models themselves (their checkpoint headers and eval results).
+
+    python docs/model_cards.py [assets/models/index.json] [--ensemble runs/ship/ensemble_eval.json]
+
+Everything in a card comes from the checkpoint's own metadata (recipe, epochs,
+validation score, labels seen in training) or from the ``eval`` block that
+``guesser export`` copied from ``guesser evaluate``'s results, so the page
+cannot drift from the files it describes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from guesser.checkpoint import read_meta
+from guesser.labels import default_label_space
+
+ROOT = Path(__file__).resolve().parents[1]
+
+INTRO = """# The shipped models
+
+`assets/models/` holds the ensemble that `guesser classify` and `guesser play` use when no
+`--models` is given: the best model of each member of the student project (plus PANNs' CNN6),
+each trained with guesser's own `guesser train multi` on `fsd50k-mini` (the small FSD50K-layout
+corpus next to the repository: 4,036 train / 783 val / 1,062 eval clips, 105 of the 200 labels),
+picked by validation score, and exported with `guesser export` as float16 safetensors.
+
+How they were made (about {hours:.1f} CPU-hours on this project's 2-core machine):
+
+```bash
+guesser preprocess ../shared/fsd50k-mini --out cache --features all
+guesser train multi --recipes cnn4_mix,cnn3_mix,family_cnn_mix,cnn6_families --cache cache --out runs/ship
+guesser evaluate --index runs/ship/index.json --cache cache
+guesser export runs/ship/index.json --out assets/models
+python docs/model_cards.py
+```
+
+**Numbers on fsd50k-mini are not comparable to published FSD50K results** (a different, smaller,
+partly synthetic corpus; see its README). For orientation on the same eval split: a logistic
+regression on per-clip log-mel mean/std reaches mAP 0.42, the student project's plain cnn4 recipe
+(tiled 6 s crops, SpecAugment, mixup, 12 epochs) 0.62.
+"""
+
+LIMITS = """## Limits (all models)
+
+* **Labels never seen in training** ({unseen} of 200) are still scored, but the scores carry no
+  knowledge: the corpus has no clip of them. `guesser play`'s game only draws targets from labels
+  the models were trained on. Unseen: {unseen_list}.
+* **Synthetic parts of the corpus**: musical instruments are General-MIDI renders (one SoundFont),
+  speech is espeak-ng's synthesiser: real instruments and real voices are recognised less well
+  than the eval numbers suggest, and *Speech synthesizer* is scored high for any speech.
+* **Band-limited classes**: ESC-50-derived clips (cough, laughter, footsteps, keyboard typing,
+  knock, breathing, …) exist in training only as 8 kHz band-limited copies. Training band-limits
+  other clips at random and synthesises a high band for these (`bandlimit_p`, `hf_fill_p`), so a
+  full-band microphone recording is not rejected for having treble; the eval split has no clip of
+  these classes, so how well this works is not measured here.
+* **Weakest on real-world street recordings** (UrbanSound8K: engine idling vs air conditioner,
+  see the worst labels below) and on mixtures.
+"""
+
+
+def fmt(v, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def card(path: Path, entry: dict) -> str:
+    meta = read_meta(path)
+    r = meta["recipe"]
+    t = r["train"]
+    ev = meta.get("eval") or {}
+    metrics = meta.get("metrics") or {}
+    score_key = "val_map" if meta["task"] == "labels" else "val_family_map"
+    lines = [f"## {meta['member']}: `{meta['name']}` ({meta['arch']}, {meta['task']})", "",
+             r.get("description", ""), "",
+             "| | |", "|---|---|",
+             f"| file | `assets/models/{path.name}` ({path.stat().st_size / 1e6:.1f} MB, float16) |",
+             f"| parameters | {meta['params']:,} |",
+             f"| front-end | {r['features']['preset']}: {meta['features']['sample_rate']} Hz, {meta['features']['n_mels']} mels, "
+             f"hop {meta['features']['hop_length']}, {meta['features']['clip_seconds']:g} s windows |",
+             f"| recipe | `trainer/recipes/{meta['name']}.toml`: {t['loss']} loss, {t['optimizer']} lr {t['lr']:g} "
+             f"({t['scheduler']}), batch {t['batch_size']}, oversampling {'on' if t['oversample'] else 'off'}, "
+             f"EMA {t['ema_decay'] or 'off'} |",
+             f"| training | best epoch {meta.get('best_epoch')} of {t['epochs']}, "
+             f"{meta.get('trained_seconds', 0) / 60:.0f} min on 2 CPU cores, commit {meta.get('commit', '?')} |",
+             f"| validation | {score_key.replace('_', ' ')} {fmt(metrics.get(score_key))} |"]
+    if meta["task"] == "labels":
+        lines.append(f"| eval ({ev.get('clips', '?')} clips) | mAP {fmt(ev.get('map'))}, d' {fmt(ev.get('d_prime'))}, "
+                     f"lwlrap {fmt(ev.get('lwlrap'))}, family mAP {fmt(ev.get('family_map'))}, "
+                     f"F1 macro {fmt(ev.get('f1_macro'))} (val-tuned thresholds) |")
+        lines.append(f"| labels seen in training | {len(meta.get('trained_labels', []))} of 200 |")
+    else:
+        lines.append(f"| eval ({ev.get('clips', '?')} clips) | family mAP {fmt(ev.get('family_map'))}, "
+                     f"top-family accuracy {fmt(ev.get('family_accuracy'))} |")
+        lines.append(f"| classes | {', '.join(meta['classes'])} |")
+        lines.append(f"| weight in the ensemble's family ranking | {entry.get('family_weight', 1.0):g} "
+                     "(label models: 1; chosen on val by `guesser evaluate`) |")
+    return "\n".join(lines) + "\n"
+
+
+def ensemble_section(path: Path | None) -> str:
+    if path is None or not path.is_file():
+        return ""
+    data = json.loads(path.read_text())
+    s = data.get("summary", {})
+    out = ["## The ensemble", "",
+           "Label probabilities averaged over the label models; families from the folded label scores and the",
+           "family models' softmax (see docs/inference.md). On the eval split:", "",
+           "| mAP | d' | lwlrap | family mAP | F1 macro |", "|---|---|---|---|---|",
+           f"| **{fmt(s.get('map'))}** | {fmt(s.get('d_prime'))} | {fmt(s.get('lwlrap'))} | {fmt(s.get('family_map'))} "
+           f"| {fmt(s.get('f1_macro'))} |", ""]
+    fw = data.get("family_weight")
+    if fw:
+        tried = ", ".join(f"{float(w):g}: {v:.3f}" for w, v in fw["val_family_map"].items())
+        out += [f"The family models' weight in the family ranking is {fw['chosen']:g} (label models 1), the best",
+                f"family mAP on val among {tried}; with equal weights the eval family mAP would be",
+                f"{fmt(fw.get('eval_family_map_equal_weights'))}.", ""]
+    labels = data.get("labels")
+    if labels:
+        ap = [(n, a, p) for n, a, p in zip(labels["names"], labels["ap"], labels["positives"]) if p and a is not None]
+        ap.sort(key=lambda x: x[1])
+        out += ["Worst labels by AP on eval: " + ", ".join(f"{n.replace('_', ' ')} {a:.2f}" for n, a, _ in ap[:8]) + ".",
+                "Best: " + ", ".join(f"{n.replace('_', ' ')} {a:.2f}" for n, a, _ in ap[-6:][::-1]) + ".", ""]
+    return "\n".join(out) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("index", nargs="?", type=Path, default=ROOT / "assets" / "models" / "index.json")
+    ap.add_argument("--ensemble", type=Path, default=None, help="ensemble_eval.json from guesser evaluate")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "models.md")
+    args = ap.parse_args()
+    index = json.loads(args.index.read_text())
+    paths = [(args.index.parent / e["path"], e) for e in index["models"]]
+    metas = [read_meta(p) for p, _ in paths]
+    seen = set().union(*(set(m.get("trained_labels", [])) for m in metas if m["task"] == "labels"))
+    names = default_label_space().vocabulary.names
+    unseen = [n.replace("_", " ") for n in names if n not in seen]
+    hours = sum(m.get("trained_seconds", 0) for m in metas) / 3600
+    text = INTRO.format(hours=hours) + "\n" + ensemble_section(args.ensemble)
+    text += "\n".join(card(p, e) for p, e in paths) + "\n"
+    text += LIMITS.format(unseen=len(unseen), unseen_list=", ".join(unseen))
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
