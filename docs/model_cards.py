@@ -110,12 +110,13 @@ def ensemble_section(path: Path | None) -> str:
            "| mAP | d' | lwlrap | family mAP | F1 macro |", "|---|---|---|---|---|",
            f"| **{fmt(s.get('map'))}** | {fmt(s.get('d_prime'))} | {fmt(s.get('lwlrap'))} | {fmt(s.get('family_map'))} "
            f"| {fmt(s.get('f1_macro'))} |", ""]
-    fw = data.get("family_weight")
+    fw = data.get("family_weights")
     if fw:
-        tried = ", ".join(f"{float(w):g}: {v:.3f}" for w, v in fw["val_family_map"].items())
-        out += [f"The family models' weight in the family ranking is {fw['chosen']:g} (label models 1), the best",
-                f"family mAP on val among {tried}; with equal weights the eval family mAP would be",
-                f"{fmt(fw.get('eval_family_map_equal_weights'))}.", ""]
+        chosen = ", ".join(f"{n} {w:g}" for n, w in fw["chosen"].items())
+        out += [f"Family models' weights in the family ranking (label models 1), chosen on val among "
+                f"{fw['combinations_tried']} combinations: {chosen}. Val family mAP {fmt(fw['val_family_map'])} "
+                f"(equal weights: {fmt(fw['val_family_map_equal_weights'])}); eval family mAP above "
+                f"(equal weights: {fmt(fw.get('eval_family_map_equal_weights'))}).", ""]
     labels = data.get("labels")
     if labels:
         ap = [(n, a, p) for n, a, p in zip(labels["names"], labels["ap"], labels["positives"]) if p and a is not None]

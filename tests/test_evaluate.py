@@ -240,24 +240,25 @@ def test_cli_errors_are_one_line(case, evaluated, tmp_path, cache_root):
 
 
 def test_family_models_weight_is_chosen_on_val_and_recorded_for_the_app(evaluated, fsd_tree, app_out):
-    """By hand on the app's own per-model outputs: each grid weight's family mAP on val; the best
-    (ties: nearest 1) is the one evaluate chose, wrote into the index, and the app then used."""
+    """By hand on the app's own per-model outputs: each grid weight's family mAP on val; the one
+    evaluate chose is the best, and it was written into the index and used by the app."""
     from trainer.evaluate import FAMILY_WEIGHT_GRID
 
     runs, res = evaluated
-    fit = res["ensemble"]["family_weight"]
+    fit = res["ensemble"]["family_weights"]
+    assert list(fit["chosen"]) == ["tiny_family"] and fit["combinations_tried"] == len(FAMILY_WEIGHT_GRID)
     val = app_out["val"]
     y = (family_truth(truth(fsd_tree.split("val"))) > 0).astype(int)
     folded = [fold_by_hand(val[n]) for n in ("tiny_cnn3", "tiny_cnn4")]
     fam_model = np.zeros((len(y), 6))
     fam_model[:, [FAMILIES_6.index(c) for c in load_model(runs / "tiny_family" / "best.safetensors").classes]] = \
         val["tiny_family"]
-    by_hand = {w: macro_ap(y, (folded[0] + folded[1] + w * fam_model) / (2 + w)) if w else macro_ap(y, sum(folded) / 2)
-               for w in FAMILY_WEIGHT_GRID}
-    for w, v in by_hand.items():
-        assert fit["val_family_map"][str(w)] == pytest.approx(v, abs=1e-4)
-    assert by_hand[fit["chosen"]] >= max(by_hand.values()) - 1e-4  # the best on val (up to float ties)
+    by_hand = {w: macro_ap(y, (folded[0] + folded[1] + w * fam_model) / (2 + w)) for w in FAMILY_WEIGHT_GRID}
+    chosen = fit["chosen"]["tiny_family"]
+    assert fit["val_family_map"] == pytest.approx(by_hand[chosen], abs=1e-4)
+    assert fit["val_family_map_equal_weights"] == pytest.approx(by_hand[1.0], abs=1e-4)
+    assert by_hand[chosen] >= max(by_hand.values()) - 1e-4  # the best on val (up to float ties)
     entries = {e["name"]: e for e in json.loads((runs / "index.json").read_text())["models"]}
-    assert entries["tiny_family"]["family_weight"] == fit["chosen"]
+    assert entries["tiny_family"]["family_weight"] == chosen
     assert "family_weight" not in entries["tiny_cnn4"]
-    assert [m.family_weight for m in Ensemble.load([runs / "index.json"]).models if m.task == "families"] == [fit["chosen"]]
+    assert [m.family_weight for m in Ensemble.load([runs / "index.json"]).models if m.task == "families"] == [chosen]

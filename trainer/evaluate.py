@@ -22,6 +22,7 @@ confusion matrix, class names), so a report never needs the cache or a model.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -214,11 +215,11 @@ def evaluate_families_model(run: ModelRun) -> dict:
 
 
 def ensemble_scores(runs: list[ModelRun], which: str,
-                    family_model_weight: float | None = None) -> tuple[Scores | None, Scores]:
+                    family_weights: dict[str, float] | None = None) -> tuple[Scores | None, Scores]:
     """(mean label probabilities or None, family scores [N, 6]) over the clips every model scored.
 
     Family scores are the mean of each model's, weighted by its ``family_weight``
-    (or, for family models, ``family_model_weight`` when given), as the app does.
+    (a family model's by ``family_weights[name]`` when given), as the app does.
     """
     parts = [getattr(r, which) for r in runs if getattr(r, which) is not None]
     common = parts[0].fnames
@@ -241,7 +242,7 @@ def ensemble_scores(runs: list[ModelRun], which: str,
             for i, c in enumerate(r.model.classes):
                 full[:, FAMILIES_6.index(c)] = s.probs[:, i]
             families.append(full)
-            weights.append(r.model.family_weight if family_model_weight is None else family_model_weight)
+            weights.append(r.model.family_weight if family_weights is None else family_weights[r.model.name])
     targets = parts[0].take(common).targets
     lab = Scores(common, np.mean([s.probs for s in labels], axis=0), targets) if labels else None
     w = np.asarray(weights, np.float64) if sum(weights) > 0 else np.ones(len(weights))
@@ -256,35 +257,38 @@ def family_map(families: Scores, space: LabelSpace) -> float:
 FAMILY_WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
 
 
-def fit_family_weight(runs: list[ModelRun]) -> dict | None:
-    """The family models' weight (label models count 1) with the best family mAP on the validation split.
+def fit_family_weights(runs: list[ModelRun]) -> dict | None:
+    """Each family model's weight (label models count 1) for the best family mAP on the validation split.
 
-    Like the label thresholds, chosen on val and only then applied to eval. None
-    when there is nothing to choose (no family model, or no label model, or a
-    model without validation scores).
+    Like the label thresholds: chosen on val, only then applied to eval. Every
+    combination of :data:`FAMILY_WEIGHT_GRID` values is tried (7 per family
+    model); ties go to the combination nearest equal weights. None when there
+    is nothing to choose (no family model, no label model, or a model without
+    validation scores).
     """
     tasks = {r.model.task for r in runs}
     if tasks != {TASK_LABELS, TASK_FAMILIES} or any(r.val is None for r in runs):
         return None
+    names = [r.model.name for r in runs if r.model.task == TASK_FAMILIES]
     space = label_space(default_label_space().vocabulary.names)
     on_val = {}
-    for w in FAMILY_WEIGHT_GRID:
-        _, fam = ensemble_scores(runs, "val", family_model_weight=w)
-        on_val[w] = family_map(fam, space)
+    for combo in itertools.product(FAMILY_WEIGHT_GRID, repeat=len(names)):
+        on_val[combo] = family_map(ensemble_scores(runs, "val", dict(zip(names, combo)))[1], space)
     best = max(on_val.values())
-    chosen = min((w for w in FAMILY_WEIGHT_GRID if on_val[w] >= best - 1e-9), key=lambda w: abs(w - 1.0))
-    return {"chosen": chosen, "val_family_map": {str(w): v for w, v in on_val.items()}}
+    chosen = min((c for c, v in on_val.items() if v >= best - 1e-9), key=lambda c: sum(abs(w - 1.0) for w in c))
+    return {"chosen": dict(zip(names, chosen)), "val_family_map": best,
+            "val_family_map_equal_weights": on_val[(1.0,) * len(names)], "combinations_tried": len(on_val)}
 
 
 def evaluate_ensemble(runs: list[ModelRun]) -> dict:
-    """The ensemble's metrics; family models weighted as chosen on val (see :func:`fit_family_weight`)."""
-    fit = fit_family_weight(runs)
+    """The ensemble's metrics; family models weighted as chosen on val (see :func:`fit_family_weights`)."""
+    fit = fit_family_weights(runs)
     space = label_space(default_label_space().vocabulary.names)
     extra: dict = {}
     if fit is not None:
-        _, equal = ensemble_scores(runs, "split", family_model_weight=1.0)
+        equal = ensemble_scores(runs, "split", {n: 1.0 for n in fit["chosen"]})[1]
         fit["eval_family_map_equal_weights"] = family_map(equal, space)
-        extra["family_weight"] = fit
+        extra["family_weights"] = fit
     labels, families = ensemble_scores(runs, "split", None if fit is None else fit["chosen"])
     soft = family_targets(families.targets, space, "6")
     sections = [family_section(soft, families.probs, FAMILIES_6)]
@@ -294,13 +298,14 @@ def evaluate_ensemble(runs: list[ModelRun]) -> dict:
     return merge(*sections) | {"clips": len(families.fnames)} | extra
 
 
-def record_family_weight(index: Path, runs: list[ModelRun], weight: float) -> None:
-    """Write the chosen weight into the family models' entries of the models index (the app reads it)."""
+def record_family_weights(index: Path, runs: list[ModelRun], weights: dict[str, float]) -> None:
+    """Write the chosen weights into the family models' entries of the models index (the app reads them)."""
     data = json.loads(index.read_text())
-    family_paths = {r.model.path.resolve() for r in runs if r.model.task == TASK_FAMILIES}
+    by_path = {r.model.path.resolve(): weights[r.model.name] for r in runs if r.model.name in weights}
     for e in data["models"]:
-        if (index.parent / e["path"]).resolve() in family_paths:
-            e["family_weight"] = weight
+        w = by_path.get((index.parent / e["path"]).resolve())
+        if w is not None:
+            e["family_weight"] = w
     atomic_write_text(index, json.dumps(data, indent=1))
 
 
@@ -376,11 +381,11 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
                   "params": sum(int(r.model.meta.get("params") or 0) for r in evaluated),
                   "thresholds_from": "val", "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         result = jsonable(header | body)
-        if "family_weight" in body and not runs:
-            record_family_weight(Path(index), evaluated, body["family_weight"]["chosen"])
-            fw = body["family_weight"]
-            status.print(f"family models' weight in the ensemble: {fw['chosen']:g} (best family mAP on val; "
-                         f"written to {index})")
+        if "family_weights" in body and not runs:
+            chosen = body["family_weights"]["chosen"]
+            record_family_weights(Path(index), evaluated, chosen)
+            status.print("family models' weights in the ensemble (best family mAP on val; label models 1): "
+                         + ", ".join(f"{n} {w:g}" for n, w in chosen.items()) + f"; written to {index}")
         out = ensemble_path(ens_dir, split)
         atomic_write_text(out, json.dumps(result, indent=1))
         result["path"] = str(out)
