@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from guesser.checkpoint import (FORMAT, FORMAT_VERSION, flatten, load_checkpoint, read_meta, save_checkpoint,
+from guesser.checkpoint import (FORMAT, FORMAT_VERSION, atomic_write_text, flatten, load_checkpoint, read_meta, save_checkpoint,
                                 unflatten)
 from guesser.ensemble import load_model
 from guesser.errors import CheckpointError
@@ -181,3 +181,17 @@ def test_flatten_refuses_what_json_cannot_hold():
     with pytest.raises(TypeError, match="set"):
         flatten({"a": {1, 2}})
 
+
+
+def test_written_files_get_the_modes_of_the_umask_not_mkstemps_0600(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.json", "{}")
+        assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
