@@ -209,11 +209,11 @@ def _error_printer(err: TextIO):
 def model_rows(sources: Sequence[Path] | None) -> list[dict]:
     """What ``guesser models`` shows, from the checkpoints' headers only (no weights are read)."""
     from guesser.checkpoint import read_meta
-    from guesser.ensemble import resolve_model_paths
+    from guesser.ensemble import resolve_models
     from guesser.errors import CheckpointError
 
     rows = []
-    for path in resolve_model_paths(sources or None):
+    for path, weight in resolve_models(sources or None):
         meta = read_meta(path)
         if meta.get("kind") != "model":
             raise CheckpointError(f"{path}: a {meta.get('kind', 'unknown')} checkpoint, not a model")
@@ -235,6 +235,7 @@ def model_rows(sources: Sequence[Path] | None) -> list[dict]:
             "classes": len(classes),
             "trained": len(trained) if isinstance(trained, list) else None,
             "path": str(path),
+            "family_weight": weight,
         })
     return rows
 
@@ -256,7 +257,8 @@ def run_models(models: Sequence[Path] | None = None, *, out: TextIO | None = Non
 
     rows = model_rows(models)
     table = Table(title="models in the ensemble", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                  show_edge=False, pad_edge=False, caption="val: validation mAP (labels) or family mAP (families)",
+                  show_edge=False, pad_edge=False, caption="val: validation mAP (labels) or family mAP (families); ×w: the model's weight in the "
+                  "family ranking",
                   caption_justify="left")
     for col, just in (("member / run", "left"), ("task", "left"), ("params", "right"), ("val", "right"),
                       ("features", "left"), ("trained", "right")):
@@ -270,5 +272,8 @@ def run_models(models: Sequence[Path] | None = None, *, out: TextIO | None = Non
         else:
             trained = f"{r['classes']} fam."
         who = Text.assemble((r["member"], "bold"), "\n", (r["name"], "dim"))
-        table.add_row(who, r["task"], params, score, r["features"], trained)
+        task = Text(r["task"])
+        if r["task"] != "labels" or r["family_weight"] != 1.0:
+            task.append(f"\n×{r['family_weight']:g}", style="dim")
+        table.add_row(who, task, params, score, r["features"], trained)
     Console(file=out or sys.stdout, highlight=False).print(table)

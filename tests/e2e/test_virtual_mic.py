@@ -11,7 +11,7 @@ with a random-weight model: it checks the recording path (real PortAudio
 stream, level, length), not recognition, so it needs no trained models.
 
 Which clip: ``$GUESSER_E2E_CLIP`` if set, else the first clip of
-``assets/demo/demo.csv`` whose label the ensemble ranks in the top 3 when
+``assets/demo.csv`` whose label the ensemble ranks in the top 3 when
 reading the file directly. So the test checks that the microphone path keeps a
 recognisable sound recognisable, and fails if the shipped models recognise no
 demo clip at all.
@@ -73,7 +73,7 @@ def _models_index() -> Path:
 
 
 def _demo_clips() -> list[tuple[Path, list[str]]]:
-    with (DEMO / "demo.csv").open(newline="") as f:
+    with (DEMO.parent / "demo.csv").open(newline="") as f:
         return [(DEMO / row["file"], [s.strip() for s in row["labels"].split(",")]) for row in csv.DictReader(f)]
 
 
