@@ -256,10 +256,9 @@ def run_models(models: Sequence[Path] | None = None, *, out: TextIO | None = Non
     from rich.text import Text
 
     rows = model_rows(models)
+    caption = "val: validation mAP (labels) or family mAP (families); ×w: the model's weight in the family ranking"
     table = Table(title="models in the ensemble", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                  show_edge=False, pad_edge=False, caption="val: validation mAP (labels) or family mAP (families); ×w: the model's weight in the "
-                  "family ranking",
-                  caption_justify="left")
+                  show_edge=False, pad_edge=False, caption=caption, caption_justify="left")
     for col, just in (("member / run", "left"), ("task", "left"), ("params", "right"), ("val", "right"),
                       ("features", "left"), ("trained", "right")):
         table.add_column(col, justify=just, no_wrap=col != "features", overflow="fold",

@@ -17,6 +17,7 @@ networks.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -189,8 +190,8 @@ def resolve_models(sources: Iterable[str | Path] | None) -> list[tuple[Path, flo
                 paths += [((p.parent / e["path"]).resolve(), float(e.get("family_weight", 1.0))) for e in entries]
             except (ValueError, KeyError, TypeError):
                 raise CheckpointError(f"{p}: not a guesser models index") from None
-            if any(not (w >= 0) for _, w in paths):
-                raise CheckpointError(f"{p}: a family_weight must be a number >= 0")
+            if not all(0 <= w < math.inf for _, w in paths):
+                raise CheckpointError(f"{p}: a family_weight must be a finite number >= 0")
         else:
             paths.append((p, 1.0))
     if not paths:

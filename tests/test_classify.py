@@ -263,7 +263,7 @@ def test_cli_runner_json_and_table(tmp_path, light_model_index):
     assert "█" in res.stdout  # score bars
 
 
-@pytest.mark.parametrize("kind", ["text", "wav", "json", "train_state", "missing"])
+@pytest.mark.parametrize("kind", ["text", "wav", "json", "weight", "train_state", "missing"])
 def test_models_that_are_not_guesser_checkpoints_are_clear_errors(tmp_path, kind):
     audio = write(tmp_path / "tone.wav", tones(22050, 1), 22050)
     bad = tmp_path / "models.bin"
@@ -274,6 +274,9 @@ def test_models_that_are_not_guesser_checkpoints_are_clear_errors(tmp_path, kind
     elif kind == "json":
         bad = tmp_path / "index.json"
         bad.write_text(json.dumps({"not": "an index"}))
+    elif kind == "weight":
+        bad = tmp_path / "index.json"
+        bad.write_text(json.dumps({"version": 1, "models": [{"path": "m.safetensors", "family_weight": -1}]}))
     elif kind == "train_state":
         import torch
 
@@ -288,6 +291,7 @@ def test_models_that_are_not_guesser_checkpoints_are_clear_errors(tmp_path, kind
         assert res.exit_code == 1, res.output
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and str(bad) in lines[0]
+        assert kind != "weight" or "family_weight" in lines[0]
         assert "Traceback" not in res.output and res.stdout == ""
 
 
