@@ -262,7 +262,8 @@ def fit_family_weights(runs: list[ModelRun]) -> dict | None:
 
     Like the label thresholds: chosen on val, only then applied to eval. Every
     combination of :data:`FAMILY_WEIGHT_GRID` values is tried (7 per family
-    model); ties go to the combination nearest equal weights. None when there
+    model; beyond three family models, one weight shared by all); ties go to
+    the combination nearest equal weights. None when there
     is nothing to choose (no family model, no label model, or a model without
     validation scores).
     """
@@ -272,7 +273,9 @@ def fit_family_weights(runs: list[ModelRun]) -> dict | None:
     names = [r.model.name for r in runs if r.model.task == TASK_FAMILIES]
     space = label_space(default_label_space().vocabulary.names)
     on_val = {}
-    for combo in itertools.product(FAMILY_WEIGHT_GRID, repeat=len(names)):
+    combos = (itertools.product(FAMILY_WEIGHT_GRID, repeat=len(names)) if len(names) <= 3
+              else [(w,) * len(names) for w in FAMILY_WEIGHT_GRID])  # 7^k grows fast: one shared weight
+    for combo in combos:
         on_val[combo] = family_map(ensemble_scores(runs, "val", dict(zip(names, combo)))[1], space)
     best = max(on_val.values())
     chosen = min((c for c, v in on_val.items() if v >= best - 1e-9), key=lambda c: sum(abs(w - 1.0) for w in c))
