@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from guesser.checkpoint import atomic_write_text, read_meta
-from guesser.ensemble import INDEX_NAME, LoadedModel, load_model, resolve_models
+from guesser.checkpoint import atomic_write_text
+from guesser.ensemble import INDEX_NAME, LoadedModel, load_model, resolve_models, weighted_mean
 from guesser.errors import CheckpointError, DataError, GuesserError
 from guesser.features import PANNS, SEED_CNN, FeatureConfig
 from guesser.labels import FAMILIES_6, FAMILY_SETS, LabelSpace, Vocabulary, default_label_space, fold_families
@@ -245,8 +246,8 @@ def ensemble_scores(runs: list[ModelRun], which: str,
             weights.append(r.model.family_weight if family_weights is None else family_weights[r.model.name])
     targets = parts[0].take(common).targets
     lab = Scores(common, np.mean([s.probs for s in labels], axis=0), targets) if labels else None
-    w = np.asarray(weights, np.float64) if sum(weights) > 0 else np.ones(len(weights))
-    return lab, Scores(common, np.average(families, axis=0, weights=w).astype(np.float32), targets)
+    fam = weighted_mean([torch.from_numpy(np.ascontiguousarray(f, np.float32)) for f in families], weights)
+    return lab, Scores(common, fam.numpy(), targets)
 
 
 def family_map(families: Scores, space: LabelSpace) -> float:
@@ -356,7 +357,6 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
     dev = pick_device(device)
     results: list[dict] = []
     evaluated: list[ModelRun] = []
-    has_families = len(ckpts) > 1 and any(read_meta(c).get("task") == TASK_FAMILIES for c, _ in ckpts)
     for ckpt, weight in ckpts:
         # the app's fused inference path is a CPU (oneDNN) path; on a GPU the module as trained gives the same logits
         model = load_model(ckpt, optimize=dev.type == "cpu")
@@ -365,7 +365,7 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
             t0 = time.perf_counter()
             s, cache_path = score(model, Path(cache), split, dev)
             val = None
-            if model.task == TASK_LABELS or (ensemble and has_families):  # thresholds; the family weight
+            if model.task == TASK_LABELS or (ensemble and len(ckpts) > 1):  # thresholds; the family weights
                 val = s if split == "val" else score(model, Path(cache), "val", dev)[0]
             seconds = time.perf_counter() - t0
         run = ModelRun(model, s, val, cache_path)
