@@ -640,8 +640,15 @@ def train(
                    "world_size": world}
         atomic_write_text(out / "run.json", json.dumps(summary, indent=1))
     if created_group:
+        import gc
+
         import torch.distributed as dist
 
+        # DDP's reducer holds the process group: drop it (and its reference cycles) now, so the
+        # group is torn down here on every rank, not by the garbage collector while the
+        # interpreter exits (where gloo's threads could be destroyed still running: SIGABRT).
+        del net
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
     return result(finished=not paused)
