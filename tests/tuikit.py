@@ -73,6 +73,9 @@ async def until(pilot, condition: Callable[[], bool], timeout: float = 10.0, wha
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what} (screen: {pilot.app.screen!r})")
         await pilot.pause(0.02)
+    # then let the app handle what is queued: a screen that has just been pushed may still be
+    # mounting, and a test that ends now would tear it down under its own on_mount
+    await pilot.pause()
 
 
 def pilot_test(fn):
