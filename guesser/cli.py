@@ -27,13 +27,19 @@ app.add_typer(train_app, name="train")
 
 
 def friendly(fn):
-    """Turn a GuesserError into one red line + exit code, also under typer's CliRunner."""
+    """Turn a GuesserError into one red line + exit code, also under typer's CliRunner.
+
+    Every command first checks that torch and torchaudio load (:mod:`guesser.stack`):
+    a mismatched pair is one line naming the versions and the repair command.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         from guesser.errors import GuesserError
+        from guesser.stack import check_stack
 
         try:
+            check_stack()
             return fn(*args, **kwargs)
         except GuesserError as e:
             typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
@@ -71,7 +77,7 @@ def preprocess(
     data_root: Path = typer.Argument(..., help="FSD50K root (FSD50K.ground_truth/, FSD50K.dev_audio/, FSD50K.eval_audio/)."),
     out: Path = typer.Option(Path("cache"), "--out", "-o", help="Cache folder (one subfolder per feature setting)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Worker processes (default: all cores, shared by torchrun's local ranks)."),
-    features: str = typer.Option("seed", "--features", help="Feature presets to build: seed, panns, or all (comma-separated)."),
+    features: str = typer.Option("recipes", "--features", help="Front-ends to build: recipes (what 'guesser train multi' needs), all, or presets seed, compact, panns (comma-separated)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="Build only shard i of n (i/n); defaults to torchrun's RANK/WORLD_SIZE."),
     merge_only: bool = typer.Option(False, "--merge", help="Only merge the parts that shards have built."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),

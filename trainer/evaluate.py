@@ -35,7 +35,7 @@ import torch
 from guesser.checkpoint import atomic_write_text
 from guesser.ensemble import INDEX_NAME, LoadedModel, load_model, resolve_models, weighted_mean
 from guesser.errors import CheckpointError, DataError, GuesserError
-from guesser.features import PANNS, SEED_CNN, FeatureConfig
+from guesser.features import FeatureConfig
 from guesser.labels import FAMILIES_6, FAMILY_SETS, LabelSpace, Vocabulary, default_label_space, fold_families
 from guesser.models import TASK_FAMILIES, TASK_LABELS
 from trainer import metrics as M
@@ -114,22 +114,17 @@ def ensemble_path(folder: Path, split: str) -> Path:
 
 # ---------------------------------------------------------------- scoring
 
-def preset_name(cfg: FeatureConfig) -> str:
-    for name, preset in (("seed", SEED_CNN), ("panns", PANNS)):
-        if preset.key == cfg.key:
-            return name
-    return "seed"
-
-
 def open_cache(cache: Path, model: LoadedModel):
     from trainer.cache import find_cache
+    from trainer.multi import recorded_data_root
+    from trainer.preprocess import build_hint
 
     try:
         return find_cache(cache, model.features)
     except DataError:
         raise GuesserError(
             f"no finished cache for {model.name}'s features ({model.features.key}) in {cache}; run "
-            f"'guesser preprocess DATA_ROOT --out {cache} --features {preset_name(model.features)}'") from None
+            f"'{build_hint(cache, model.features, recorded_data_root(cache))}'") from None
 
 
 def score(model: LoadedModel, cache: Path, split: str, device) -> tuple[Scores, Path]:

@@ -29,19 +29,42 @@ def is_main_rank() -> bool:
     return int(os.environ.get("RANK", 0)) == 0
 
 
+def recorded_data_root(cache: Path) -> Path | None:
+    """The data set another finished cache under ``cache`` was built from, if it is still there.
+
+    Lets ``guesser train multi --cache c`` build a front-end that ``preprocess``
+    did not, without asking the user again where the data is.
+    """
+    for manifest in sorted(Path(cache).glob("*/manifest.json")):
+        try:
+            root = json.loads(manifest.read_text()).get("data_root")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(root, str) and (Path(root) / "FSD50K.ground_truth").is_dir():
+            return Path(root)
+    return None
+
+
 def ensure_cache(cache: Path, cfg: FeatureConfig, data: Path | None, progress: bool) -> None:
-    """Build the cache for ``cfg`` from ``data`` unless it is already complete."""
+    """Build the cache for ``cfg`` (resumable, with progress) unless it is already complete.
+
+    The data set is ``--data`` or, failing that, the one the caches beside it
+    were built from; an error names a command that builds exactly this cache.
+    """
+    from trainer.preprocess import build_hint, default_jobs
+
     d = cache_dir(cache, cfg)
     if is_complete(d):
         return
+    data = data or recorded_data_root(cache)
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # N ranks must not build one cache N times over
         raise GuesserError(f"no cache for feature setting {cfg.key} in {cache}; build it before a torchrun "
-                           f"training with 'guesser preprocess DATA_ROOT --out {cache}' (on every machine)")
+                           f"training with '{build_hint(cache, cfg, data)}' (on every machine)")
     if data is None:
         raise GuesserError(f"no cache for feature setting {cfg.key} in {cache}; "
-                           f"run 'guesser preprocess DATA_ROOT --out {cache}' or pass --data DATA_ROOT")
-    console.print(f"building cache {d} …")
-    build_cache(data, cache, cfg, progress=progress)
+                           f"run '{build_hint(cache, cfg)}' or pass --data DATA_ROOT")
+    console.print(f"building cache {d} from {data} …", soft_wrap=True)
+    build_cache(data, cache, cfg, jobs=default_jobs(), progress=progress)
 
 
 def prepared(recipe: Recipe, epochs: int | None, batch_size: int | None, pretrained: Path | None) -> Recipe:

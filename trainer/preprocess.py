@@ -12,15 +12,43 @@ from guesser.errors import GuesserError
 from guesser.features import FeatureConfig
 from trainer.cache import BuildResult, build_cache, cache_dir, is_complete, merge_parts
 from trainer.fsd50k import SPLITS, Fsd50k
-from trainer.recipe import PRESETS
+from trainer.recipe import PRESETS, shipped_recipes
+
+
+def recipe_presets() -> list[str]:
+    """The front-ends the shipped recipes train on, in PRESETS order: what ``train multi`` needs."""
+    used = {r.features.preset for r in shipped_recipes()}
+    return [n for n in PRESETS if n in used]
 
 
 def parse_presets(spec: str) -> list[FeatureConfig]:
-    names = list(PRESETS) if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    """``recipes`` (default: what the shipped recipes need), ``all``, or comma-separated preset names."""
+    spec = spec.strip()
+    if spec == "all":
+        names = list(PRESETS)
+    elif spec == "recipes":
+        names = recipe_presets()
+    else:
+        names = [s.strip() for s in spec.split(",") if s.strip()]
     unknown = [n for n in names if n not in PRESETS]
     if unknown or not names:
-        raise GuesserError(f"--features: unknown preset(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(PRESETS)} or all")
+        raise GuesserError(f"--features: unknown preset(s) {', '.join(unknown) or '(none)'}; "
+                           f"choose from {', '.join(PRESETS)}, recipes or all")
     return [PRESETS[n] for n in names]
+
+
+def preset_of(cfg: FeatureConfig) -> str | None:
+    """The preset whose cache ``cfg`` reads (same frames: same key), or None for a custom front-end."""
+    return next((name for name, preset in PRESETS.items() if preset.key == cfg.key), None)
+
+
+def build_hint(cache: str | Path, cfg: FeatureConfig, data_root: str | Path | None = None) -> str:
+    """A command that builds the cache ``cfg`` needs, and works as printed (placeholders in capitals)."""
+    root = str(data_root) if data_root else "DATA_ROOT"
+    preset = preset_of(cfg)
+    if preset is None:  # a front-end no preset has: only a recipe that uses it can build it
+        return f"guesser train one RECIPE.toml --cache {cache} --data {root}"
+    return f"guesser preprocess {root} --out {cache} --features {preset}"
 
 
 def merge_shards(data_root: str | Path, out: str | Path, cfg: FeatureConfig) -> BuildResult:
