@@ -36,7 +36,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 
-ShortPolicy = Literal["tile", "pad"]
+ShortPolicy = Literal["tile", "pad", "noise"]
 NormPolicy = Literal["global", "per_mel", "none"]
 
 PAD_DB = -100.0
@@ -56,7 +56,7 @@ class FeatureConfig:
     f_max: float | None = None  # None: Nyquist
     amin: float = 1e-10
     clip_seconds: float = 6.0  # the model's window
-    short: ShortPolicy = "tile"  # a clip shorter than the window is tiled (or zero-padded)
+    short: ShortPolicy = "tile"  # a clip shorter than the window is tiled, padded with silence, or with its own noise floor
     norm: NormPolicy = "global"
     mean: tuple[float, ...] | None = field(default=None, compare=True)
     std: tuple[float, ...] | None = field(default=None, compare=True)
@@ -216,8 +216,35 @@ def fit_frames(
     if policy == "tile":
         reps = -(-n_frames // t)
         return logmel.repeat(*([1] * (logmel.ndim - 1)), reps)[..., :n_frames]
+    if policy == "noise":
+        return torch.cat([logmel, noise_fill(logmel, n_frames)[..., t:]], dim=-1)
     pad = torch.full((*logmel.shape[:-1], n_frames - t), PAD_DB, dtype=logmel.dtype)
     return torch.cat([logmel, pad], dim=-1)
+
+
+NOISE_FLOOR_QUANTILE = 0.1
+NOISE_DB = 2.0
+
+
+@lru_cache(maxsize=16)
+def _noise_pattern(m: int, n_frames: int) -> torch.Tensor:
+    """A fixed [M, n_frames] texture (std 2 dB, seed 0): the same in the trainer and the app."""
+    return torch.randn(m, n_frames, generator=torch.Generator().manual_seed(0)) * NOISE_DB
+
+
+def noise_fill(logmel: torch.Tensor, n_frames: int) -> torch.Tensor:
+    """[..., M, T] -> [..., M, n_frames]: the clip's own noise floor, to pad a short clip with (``noise`` policy).
+
+    Why: a one-second word tiled to six seconds becomes a periodic train of
+    bursts (as a dog's barks are), and a word in five seconds of digital silence
+    is a sound no microphone records. Padding with the clip's own background
+    (the 10th percentile of each mel bin over time, plus a fixed ±2 dB texture)
+    is what a recording of one word in a room looks like. float16-exact, as
+    the cache's frames are, so the trainer's windows equal the app's.
+    """
+    floor = torch.quantile(logmel.float(), NOISE_FLOOR_QUANTILE, dim=-1, keepdim=True)
+    fill = floor + _noise_pattern(logmel.shape[-2], n_frames)
+    return fill.clamp(min=PAD_DB).half().to(logmel.dtype)
 
 
 def window_starts(n_total: int, n_frames: int, hop_frames: int | None = None) -> list[int]:

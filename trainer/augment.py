@@ -11,12 +11,25 @@ after normalisation:
   describe them).
 * ``normalised``: SpecAugment masks and classic mixup.
 
+The *robustness* group (``background_p``, ``eq_p``, ``highpass_p``,
+``reverb_p``, ``clip_p``, ``shift_frames``) makes a recording from a laptop in a
+room look like the corpus's clean, close clips: a quiet ambient background
+from the train split's own noise clips, a microphone's equalisation and
+low-cut, a room's reverberation, an overdriven input and a late start. They
+act on power in the mel domain, where the cache lives: mixing adds power,
+equalisation and gain add decibels, and reverberation is the exponential-decay
+model of a diffuse late field (Schroeder/Polack: energy decays by 60 dB over
+T60, faster at high frequencies), convolved along time per mel band. That is
+coarser than convolving the waveform with a measured impulse response, but
+needs no decoding and costs one small convolution per clip.
+
 Each function takes [B, M, T] and a generator and returns new tensors, so a
 run is reproducible from its seed and resumable at any step.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,12 +52,33 @@ class AugmentConfig:
     freq_width: int = 0
     mixup_alpha: float = 0.0  # 0: off
     mixup_p: float = 1.0
+    # robustness to real rooms and microphones (see the module doc)
+    background_p: float = 0.0  # chance a clip gets an ambient train clip underneath (labels unchanged)
+    background_snr_min: float = 10.0  # dB of foreground over background
+    background_snr_max: float = 30.0
+    eq_p: float = 0.0  # chance of a random smooth equalisation curve
+    eq_db: float = 6.0  # its largest deviation, ± dB
+    highpass_p: float = 0.0  # chance of a microphone low-cut (bins below a random cut attenuated)
+    highpass_max_frac: float = 0.15  # highest cut, as a fraction of the mel bins
+    reverb_p: float = 0.0  # chance of a synthetic room
+    reverb_t60_min: float = 0.2  # seconds
+    reverb_t60_max: float = 1.0
+    reverb_drr_min: float = -6.0  # direct-to-reverberant ratio, dB
+    reverb_drr_max: float = 12.0
+    clip_p: float = 0.0  # chance of an overdriven input (loud frames limited, harmonics added)
+    shift_frames: int = 0  # ± frames of circular time shift
 
     @property
     def active(self) -> bool:
         return any(
-            (self.gain_db, self.freq_shift, self.bandlimit_p, self.hf_fill_p, self.mix_p, self.time_masks, self.freq_masks, self.mixup_alpha)
+            (self.gain_db, self.freq_shift, self.bandlimit_p, self.hf_fill_p, self.mix_p, self.time_masks, self.freq_masks,
+             self.mixup_alpha, self.background_p, self.eq_p, self.highpass_p, self.reverb_p, self.clip_p, self.shift_frames)
         )
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """The fields that are chances (recipe validation checks they lie in [0, 1])."""
+        return {k: v for k, v in self.__dict__.items() if k.endswith("_p")}
 
 
 def _uniform(g: torch.Generator, n: int, lo: float, hi: float) -> torch.Tensor:
@@ -129,6 +163,125 @@ def add_mix(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, p: float, db: 
     return x, y
 
 
+def _power(x: torch.Tensor) -> torch.Tensor:
+    return torch.pow(10.0, x / 10.0)
+
+
+def _db(p: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(10.0 * torch.log10(torch.clamp(p, min=1e-10)), min=FLOOR_DB)
+
+
+def mean_level_db(x: torch.Tensor) -> torch.Tensor:
+    """[B, M, T] dB -> [B] the clip's mean power in dB (what an SNR compares)."""
+    return 10.0 * torch.log10(_power(x).mean(dim=(1, 2)).clamp(min=1e-10))
+
+
+def add_background(x: torch.Tensor, bg: torch.Tensor, g: torch.Generator, p: float, snr_min: float,
+                   snr_max: float) -> torch.Tensor:
+    """Put ``bg`` (ambient train clips, [B, M, T] dB) under a random subset of ``x`` at a random SNR.
+
+    The targets stay: the background is a nuisance a few tens of dB down, like
+    a fridge or traffic behind the sound a person wants named.
+    """
+    b = x.shape[0]
+    pick = torch.rand(b, generator=g) < p
+    snr = _uniform(g, b, snr_min, snr_max)
+    if not pick.any():
+        return x
+    level = (mean_level_db(x) - mean_level_db(bg) - snr)[:, None, None]
+    mixed = _db(_power(x) + _power(bg + level))
+    return torch.where(pick[:, None, None], mixed, x)
+
+
+def equalize(x: torch.Tensor, g: torch.Generator, p: float, max_db: float) -> torch.Tensor:
+    """Add a random smooth curve over the mel bins (a microphone's or a room's colouring), within ± max_db.
+
+    The curve is a sum of the first three cosines over the mel axis with random
+    phases and weights, scaled so its largest excursion is a random fraction of
+    ``max_db``. Floor bins stay at the floor (no energy appears from nothing).
+    """
+    b, m, _ = x.shape
+    pick = torch.rand(b, generator=g) < p
+    pos = torch.linspace(0, math.pi, m)[None, :]  # [1, M]
+    curve = torch.zeros(b, m)
+    for k in (1, 2, 3):
+        curve += torch.randn(b, 1, generator=g) / k * torch.cos(k * pos + 2 * math.pi * torch.rand(b, 1, generator=g))
+    peak = curve.abs().amax(dim=1, keepdim=True).clamp(min=1e-6)
+    curve = curve / peak * max_db * torch.rand(b, 1, generator=g)
+    out = torch.where(x > FLOOR_DB + 1e-3, x + curve[:, :, None], x)
+    return torch.where(pick[:, None, None], out.clamp(min=FLOOR_DB), x)
+
+
+def highpass(x: torch.Tensor, g: torch.Generator, p: float, max_frac: float) -> torch.Tensor:
+    """A microphone's low-cut: bins below a random cut lose 12 dB per bin of distance (a steep roll-off)."""
+    b, m, _ = x.shape
+    pick = torch.rand(b, generator=g) < p
+    cut = (torch.rand(b, generator=g) * max_frac * m).long().clamp(min=1)  # [B]
+    dist = (cut[:, None] - torch.arange(m)[None, :]).clamp(min=0).float()  # [B, M]: 0 at and above the cut
+    out = (x - 12.0 * dist[:, :, None]).clamp(min=FLOOR_DB)
+    return torch.where(pick[:, None, None], out, x)
+
+
+def reverb_kernel(t60: float, frames_per_second: float, m: int, length: int) -> torch.Tensor:
+    """[M, 1, length] energy decay of a diffuse late field, 0 at lag 0; high bins decay twice as fast.
+
+    Energy falls by 60 dB over T60 seconds: exp(-13.8 · t / T60) in power
+    (10·log10(e^-13.8) = -60 dB), with T60 shrinking linearly to half its value
+    at the top mel bin (air and walls absorb high frequencies more). Each row
+    sums to 1, so a kernel's output has the input's energy, rescaled by the DRR.
+    """
+    t = torch.arange(length, dtype=torch.float32)[None, :] / frames_per_second  # [1, L]
+    t60_f = t60 * (1.0 - 0.5 * torch.linspace(0, 1, m))[:, None]  # [M, 1]
+    k = torch.exp(-13.8 * t / t60_f)
+    k[:, 0] = 0.0
+    return (k / k.sum(dim=1, keepdim=True).clamp(min=1e-12))[:, None, :]
+
+
+def reverberate(x: torch.Tensor, g: torch.Generator, p: float, frames_per_second: float, t60_min: float,
+                t60_max: float, drr_min: float, drr_max: float) -> torch.Tensor:
+    """Add a synthetic room's reverberant tail (see :func:`reverb_kernel`) at a random DRR to a random subset."""
+    b, m, t = x.shape
+    pick = torch.rand(b, generator=g) < p
+    t60 = _uniform(g, b, t60_min, t60_max)
+    drr = _uniform(g, b, drr_min, drr_max)
+    if not pick.any():
+        return x
+    out = x.clone()
+    for i in torch.nonzero(pick).flatten().tolist():
+        length = max(2, min(t, int(float(t60[i]) * frames_per_second)))
+        kern = reverb_kernel(float(t60[i]), frames_per_second, m, length)
+        power = _power(x[i])  # [M, T]
+        tail = torch.nn.functional.conv1d(torch.nn.functional.pad(power[None], (length - 1, 0)),
+                                          kern.flip(-1), groups=m)[0]  # causal: the past rings on
+        out[i] = _db(power + tail * 10.0 ** (-float(drr[i]) / 10.0))
+    return out
+
+
+def clip_overdrive(x: torch.Tensor, g: torch.Generator, p: float) -> torch.Tensor:
+    """An overdriven input: frames louder than a random threshold are limited to it, and the power cut
+    from them reappears as a flat, broadband distortion floor 20 dB down (clipping's odd harmonics)."""
+    b, m, _ = x.shape
+    pick = torch.rand(b, generator=g) < p
+    below = _uniform(g, b, 3.0, 12.0)
+    if not pick.any():
+        return x
+    power = _power(x)
+    frame = power.sum(dim=1, keepdim=True)  # [B, 1, T]
+    thresh = frame.amax(dim=2, keepdim=True) * torch.pow(10.0, -below / 10.0)[:, None, None]
+    scale = torch.where(frame > thresh, thresh / frame.clamp(min=1e-12), torch.ones_like(frame))
+    removed = (frame * (1 - scale)) / m  # per bin
+    out = _db(power * scale + 0.01 * removed)
+    return torch.where(pick[:, None, None], out, x)
+
+
+def time_shift(x: torch.Tensor, g: torch.Generator, max_frames: int) -> torch.Tensor:
+    """Roll each clip by a random number of frames in [-max_frames, max_frames] (a late or early start)."""
+    b, _, t = x.shape
+    shifts = torch.randint(-max_frames, max_frames + 1, (b,), generator=g)
+    idx = (torch.arange(t)[None, :] - shifts[:, None]) % t  # [B, T]
+    return torch.gather(x, 2, idx[:, None, :].expand_as(x))
+
+
 def spec_augment(x: torch.Tensor, g: torch.Generator, time_masks: int, time_width: int, freq_masks: int, freq_width: int,
                  fill: float | str = 0.0) -> torch.Tensor:
     """SpecAugment (Park et al. 2019): blank random time and frequency stripes.
@@ -171,8 +324,27 @@ def _beta_from_uniform(u: torch.Tensor, alpha: float) -> torch.Tensor:
     return torch.as_tensor(betaincinv(alpha, alpha, u.double().numpy()), dtype=torch.float32)
 
 
-def augment_db(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, cfg: AugmentConfig, multilabel: bool):
-    """The decibel-domain stage (see module doc)."""
+def augment_db(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, cfg: AugmentConfig, multilabel: bool,
+               background: torch.Tensor | None = None, frames_per_second: float = 50.0):
+    """The decibel-domain stage (see module doc).
+
+    ``background`` is a [B, M, T] batch of ambient train clips for
+    ``background_p`` (None: skipped); ``frames_per_second`` sets the time scale
+    of the reverberation.
+    """
+    if cfg.reverb_p:
+        x = reverberate(x, g, cfg.reverb_p, frames_per_second, cfg.reverb_t60_min, cfg.reverb_t60_max,
+                        cfg.reverb_drr_min, cfg.reverb_drr_max)
+    if cfg.background_p and background is not None:
+        x = add_background(x, background, g, cfg.background_p, cfg.background_snr_min, cfg.background_snr_max)
+    if cfg.clip_p:
+        x = clip_overdrive(x, g, cfg.clip_p)
+    if cfg.eq_p:
+        x = equalize(x, g, cfg.eq_p, cfg.eq_db)
+    if cfg.highpass_p:
+        x = highpass(x, g, cfg.highpass_p, cfg.highpass_max_frac)
+    if cfg.shift_frames:
+        x = time_shift(x, g, cfg.shift_frames)
     if cfg.hf_fill_p:
         x = hf_fill(x, g, cfg.hf_fill_p)
     if cfg.bandlimit_p:

@@ -47,7 +47,7 @@ import numpy as np
 
 from guesser.checkpoint import atomic_write, atomic_write_text
 from guesser.errors import DataError, GuesserError
-from guesser.features import PAD_DB, FeatureConfig, ShortPolicy
+from guesser.features import PAD_DB, FeatureConfig, ShortPolicy, noise_fill
 from trainer.fsd50k import SPLITS, Fsd50k
 
 CHUNK = 32
@@ -489,7 +489,7 @@ class CachedSplit:
         if rng is None:
             starts = np.where(long, (lengths - n_frames) // 2, 0)
         else:
-            short_range = n_frames - lengths + 1 if policy == "pad" else lengths
+            short_range = n_frames - lengths + 1 if policy in ("pad", "noise") else lengths
             starts = rng.integers(0, np.where(long, lengths - n_frames + 1, short_range))
         out = np.empty((len(idx), self.n_mels, n_frames), np.float16)
         for b, (i, n, s) in enumerate(zip(idx.tolist(), lengths.tolist(), starts.tolist())):
@@ -498,6 +498,9 @@ class CachedSplit:
                 out[b] = blk[:, s : s + n_frames]
             elif policy == "pad":
                 out[b] = PAD_DB  # exact in float16
+                out[b, :, s : s + n] = blk
+            elif policy == "noise":  # the clip at a random place in its own noise floor (float16-exact)
+                out[b] = noise_fill(torch.from_numpy(np.asarray(blk, np.float32)), n_frames).numpy()
                 out[b, :, s : s + n] = blk
             else:  # the clip repeated from phase s: blk[s:], then whole copies, then a head
                 k = min(n - s, n_frames)

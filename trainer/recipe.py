@@ -28,6 +28,7 @@ class FeatureSettings:
     preset: str = "seed"
     clip_seconds: float | None = None  # None: the preset's
     norm: str | None = None  # None: the preset's
+    short: str | None = None  # tile | pad | noise (None: the preset's): how a clip shorter than the window is filled
 
     def config(self) -> FeatureConfig:
         base = PRESETS[self.preset]
@@ -35,6 +36,7 @@ class FeatureSettings:
             base,
             clip_seconds=self.clip_seconds if self.clip_seconds is not None else base.clip_seconds,
             norm=self.norm if self.norm is not None else base.norm,
+            short=self.short if self.short is not None else base.short,
         )
 
 
@@ -66,6 +68,7 @@ class TrainConfig:
     families: str = "6"  # for the families task: "6" or "5"
     seed: int = 0
     pretrained: str = ""  # path to an official PANNs Cnn6 checkpoint (cnn6 only)
+    init: str = ""  # a guesser checkpoint of the same architecture and classes to fine-tune from
     precision: str = "auto"  # auto | fp32 | bf16
     val_every: int = 1
 
@@ -128,6 +131,7 @@ class Recipe:
             (self.task in TASKS, f"task must be one of {', '.join(TASKS)}"),
             (self.features.preset in PRESETS, f"features.preset must be one of {', '.join(PRESETS)}"),
             (self.features.norm in (None, "global", "per_mel", "none"), "features.norm must be global, per_mel or none"),
+            (self.features.short in (None, "tile", "pad", "noise"), "features.short must be tile, pad or noise"),
             (t.epochs >= 1, "train.epochs must be >= 1"),
             (t.batch_size >= 1, "train.batch_size must be >= 1"),
             (0 < t.lr < 1, "train.lr must be in (0, 1)"),
@@ -142,7 +146,12 @@ class Recipe:
              "train.crop_seconds is only for cnn6 (the seed CNNs' 4×4 pooling must see the inference window)"),
             (t.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
             (not t.pretrained or self.arch == "cnn6", "train.pretrained is only for cnn6 (PANNs weights)"),
-            (0 <= self.augment.mix_p <= 1 and 0 <= self.augment.bandlimit_p <= 1, "augment probabilities must be in [0, 1]"),
+            (all(0 <= v <= 1 for v in self.augment.probabilities.values()), "augment probabilities must be in [0, 1]"),
+            (self.augment.background_snr_min <= self.augment.background_snr_max, "augment.background_snr_min must be <= background_snr_max"),
+            (0 < self.augment.reverb_t60_min <= self.augment.reverb_t60_max, "augment.reverb_t60_min must be > 0 and <= reverb_t60_max"),
+            (self.augment.reverb_drr_min <= self.augment.reverb_drr_max, "augment.reverb_drr_min must be <= reverb_drr_max"),
+            (self.augment.shift_frames >= 0 and self.augment.eq_db >= 0, "augment.shift_frames and eq_db must be >= 0"),
+            (0 <= self.augment.highpass_max_frac <= 1, "augment.highpass_max_frac must be in [0, 1]"),
             (self.augment.mixup_alpha >= 0, "augment.mixup_alpha must be >= 0"),
         ]
         for ok, msg in checks:

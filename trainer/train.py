@@ -48,6 +48,7 @@ from guesser.features import FeatureConfig, normalize
 from guesser.labels import FAMILY_SETS, LabelSpace, Vocabulary, default_label_space
 from guesser.models import build_model, count_parameters
 from trainer.augment import augment_db, augment_normalised
+from trainer.background import ambient_clips
 from trainer.cache import CachedSplit, FeatureCache, find_cache
 from trainer.fsd50k import family_targets
 from trainer.inference import predict_split
@@ -160,9 +161,11 @@ def validation_score(probs: np.ndarray, t: Targets) -> float:
 
 
 def make_batch(split: CachedSplit, targets: Targets, idx: np.ndarray, cfg: FeatureConfig, recipe: Recipe,
-               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+               seed: int, background: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One training batch: crops -> dB augmentation -> normalise -> SpecAugment/mixup; [B, 1, M, T], [B, K].
 
+    ``background`` holds the indices (into ``split``) of the ambient clips that
+    ``augment.background_p`` may put under a clip (:mod:`trainer.background`).
     A pure function of its arguments (every random draw comes from ``seed``),
     which is what makes a resumed run identical to an uninterrupted one.
     """
@@ -173,10 +176,49 @@ def make_batch(split: CachedSplit, targets: Targets, idx: np.ndarray, cfg: Featu
     x = torch.from_numpy(split.crops(idx, frames, rng, policy=cfg.short))
     y = torch.from_numpy(targets.y[idx])
     multilabel = recipe.task == "labels"
-    x, y = augment_db(x, y, g, recipe.augment, multilabel)
+    bg = None
+    if recipe.augment.background_p and background is not None and len(background):
+        bg_rng = np.random.default_rng([seed, 1])
+        bg = torch.from_numpy(split.crops(bg_rng.choice(background, len(idx)), frames, bg_rng, policy="tile"))
+    x, y = augment_db(x, y, g, recipe.augment, multilabel, background=bg, frames_per_second=cfg.frames_per_second)
     x = normalize(x, cfg)
     x, y = augment_normalised(x, y, g, recipe.augment, fill="mean" if cfg.norm == "none" else 0.0)
     return x.unsqueeze(1), y
+
+
+def shipped_model_path(member: str) -> Path:
+    """The checkpoint the shipped models index (``$GUESSER_MODELS`` or assets/models) lists for ``member``."""
+    from guesser.ensemble import default_models_index
+
+    index = default_models_index()
+    try:
+        entries = json.loads(index.read_text())["models"]
+        entry = next(e for e in entries if e.get("member") == member)
+        return index.parent / entry["path"]
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        raise GuesserError(f"train.init = 'shipped': no shipped {member} model in {index}") from None
+
+
+def init_from_checkpoint(model: nn.Module, path: str, recipe: Recipe, classes: tuple[str, ...]) -> None:
+    """Start from a guesser checkpoint's weights (fine-tuning), after checking it is the same network.
+
+    ``path`` may be ``"shipped"``: the member's model among the shipped ones.
+
+    Its architecture, task and class names must match the recipe's, or the
+    weights would be silently misplaced; the front-end may differ only in its
+    normalisation statistics (the new train split brings its own).
+    """
+    if path == "shipped":
+        path = str(shipped_model_path(recipe.member))
+    tensors, meta = load_checkpoint(path, dtype=torch.float32)
+    theirs = (meta.get("arch"), meta.get("task"), tuple(meta.get("classes") or ()))
+    if theirs != (recipe.arch, recipe.task, tuple(classes)):
+        raise GuesserError(f"train.init {path}: a {theirs[0]} {theirs[1]} model with {len(theirs[2])} classes; "
+                           f"the recipe trains {recipe.arch} {recipe.task} with {len(classes)}")
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise GuesserError(f"train.init {path}: weights do not fit {recipe.arch} ({str(e).splitlines()[0]})") from None
 
 
 def ema_with_warmup(decay: float):
@@ -454,6 +496,7 @@ def train(
         raise GuesserError(f"{cache.directory}: no usable train or val clips for task {recipe.task!r}")
     n_out = tr.y.shape[1]
     multilabel = recipe.task == "labels"
+    background = ambient_clips(train_split.targets, train_split.vocabulary) if recipe.augment.background_p else None
 
     # ---- model, loss, optimiser
     torch.manual_seed(t.seed)
@@ -462,6 +505,8 @@ def train(
         from guesser.models.panns import load_panns_weights
 
         load_panns_weights(model, t.pretrained)
+    if t.init:
+        init_from_checkpoint(model, t.init, recipe, tr.classes)
     if t.prior_bias and multilabel:
         last_linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         with torch.no_grad():
@@ -549,7 +594,7 @@ def train(
                 step = counters["step"]
                 idx = tr.keep[order[step * t.batch_size:(step + 1) * t.batch_size]]
                 seed = step_seed(t.seed, epoch, step, rank)
-                x, y = make_batch(train_split, tr, idx, cfg, recipe, seed)
+                x, y = make_batch(train_split, tr, idx, cfg, recipe, seed, background)
                 x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 y = y.to(dev, non_blocking=True)
                 lr = scheduled_lr(t, epoch * steps_per_epoch + step, steps_per_epoch)
