@@ -110,6 +110,9 @@ def render_prediction(prediction: "Prediction", *, title: str, top_k: int, timel
     for i, s in enumerate(prediction.top(top_k), start=1):
         table.add_row(str(i), pretty(s.name), f"{s.score:.2f}", _bar(s.score))
     parts: list = [Text(title, style="bold", overflow="ellipsis"), table]
+    if not prediction.confident:
+        parts.append(Text.assemble(("not sure ", "bold yellow"),
+                                   ("— maybe " + " or ".join(pretty(n) for n in prediction.maybe), "yellow")))
 
     fam = Text("families  ", style="bold")
     for i, f in enumerate(prediction.families[:3]):

@@ -175,11 +175,28 @@ def evaluate(
     split: str = typer.Option("eval", "--split", help="eval or val."),
     index: Path = typer.Option(Path("runs/index.json"), "--index", help="Models index for the default."),
     ensemble: bool = typer.Option(True, "--ensemble/--no-ensemble", help="Also score the ensemble of the evaluated models."),
+    groups: Optional[str] = typer.Option(None, "--groups", help="Score per group too: FILE.csv:COLUMN mapping fname to a group (e.g. sources.csv:origin)."),
+    synthetic: Optional[str] = typer.Option(None, "--synthetic", help="Groups that are not real recordings (comma-separated; default gm,speech,mix)."),
 ) -> None:
     """Score runs on the eval split; results JSON saved next to each checkpoint."""
     from trainer.evaluate import run_evaluate
 
-    run_evaluate(runs or [], cache=cache, split=split, index=index, ensemble=ensemble)
+    syn = tuple(s.strip() for s in synthetic.split(",") if s.strip()) if synthetic is not None else None
+    run_evaluate(runs or [], cache=cache, split=split, index=index, ensemble=ensemble, groups=groups, synthetic=syn)
+
+
+@app.command()
+@friendly
+def select(
+    runs: List[Path] = typer.Argument(..., help="Candidate run folders or checkpoints (any member, old or new)."),
+    cache: Path = typer.Option(Path("cache"), "--cache"),
+    out: Path = typer.Option(Path("runs/selected.json"), "--out", "-o", help="The models index to write."),
+    max_steps: int = typer.Option(12, "--max-steps", min=1, help="Most models (with repeats) in the ensemble."),
+) -> None:
+    """Pick the ensemble's members and weights on val by greedy forward selection (Caruana); write a models index."""
+    from trainer.select import run_select
+
+    run_select(runs, Path(cache), out, max_steps=max_steps)
 
 
 @app.command()

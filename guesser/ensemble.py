@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from guesser.checkpoint import load_checkpoint
+from guesser.confidence import ConfidenceRule, distinct_guesses
 from guesser.errors import CheckpointError
 from guesser.features import FeatureConfig, fit_frames, log_mel_long, normalize, resampler, to_mono, window_starts
 from guesser.labels import FAMILIES_6, default_label_space, fold_families
@@ -74,6 +75,8 @@ class Prediction:
     duration: float
     windows: list[Window] = field(default_factory=list)
     seconds: float = 0.0  # compute time
+    confident: bool = True  # the top label cleared the val-calibrated rule (guesser.confidence)
+    maybe: list[str] = field(default_factory=list)  # when not confident: two distinct guesses, best first
 
     def top(self, k: int) -> list[Scored]:
         return self.labels if k <= 0 else self.labels[:k]
@@ -85,6 +88,9 @@ class Prediction:
         out["labels"] = [{"label": s.name, "score": round(s.score, 6)} for s in self.top(top_k)]
         out["families"] = [{"family": s.name, "score": round(s.score, 6)} for s in self.families]
         out["models"] = [m.to_json() for m in self.models]
+        out["confident"] = self.confident
+        if not self.confident:
+            out["maybe"] = list(self.maybe)
         out["agreement"] = round(self.agreement, 4)
         out["duration"] = round(self.duration, 3)
         if self.windows:
@@ -104,7 +110,7 @@ class LoadedModel:
     module: torch.nn.Module
     path: Path
     meta: dict
-    family_weight: float = 1.0  # how much its family scores count in the ensemble's (from the models index)
+    family_weight: float = 1.0  # its weight in the ensemble: in the label mean and the family mean (models index)
 
 
 def load_model(path: str | Path, *, precision: str | None = None, optimize: bool = True) -> LoadedModel:
@@ -171,9 +177,10 @@ def resolve_model_paths(sources: Iterable[str | Path] | None) -> list[Path]:
 def resolve_models(sources: Iterable[str | Path] | None) -> list[tuple[Path, float]]:
     """Index files and/or checkpoints -> (checkpoint, family weight) pairs.
 
-    An index entry may carry ``family_weight`` (default 1): ``guesser evaluate``
-    chooses it on the validation split, because a family model and the family
-    scores folded from a label model are not equally reliable.
+    An index entry may carry ``weight`` (``guesser select``: how often forward
+    selection on val picked the model), or the older ``family_weight``
+    (``guesser evaluate``'s choice for family models); default 1. A model's
+    weight scales its labels in the label mean and its families in the family mean.
     """
     sources = list(sources or [default_models_index()])
     paths: list[tuple[Path, float]] = []
@@ -187,7 +194,8 @@ def resolve_models(sources: Iterable[str | Path] | None) -> list[tuple[Path, flo
             try:
                 index = json.loads(p.read_text())
                 entries = index["models"]
-                paths += [((p.parent / e["path"]).resolve(), float(e.get("family_weight", 1.0))) for e in entries]
+                paths += [((p.parent / e["path"]).resolve(), float(e.get("weight", e.get("family_weight", 1.0))))
+                          for e in entries]
             except (ValueError, KeyError, TypeError):
                 raise CheckpointError(f"{p}: not a guesser models index") from None
             if not all(0 <= w < math.inf for _, w in paths):
@@ -203,7 +211,7 @@ class Ensemble:
     """Load once, then :meth:`predict` any number of waveforms."""
 
     def __init__(self, models: list[LoadedModel], window_hop_seconds: float | None = None,
-                 batch_windows: int = BATCH_WINDOWS):
+                 batch_windows: int = BATCH_WINDOWS, confidence: "ConfidenceRule | None" = None):
         if not models:
             raise CheckpointError("an ensemble needs at least one model")
         self.models = models
@@ -213,6 +221,7 @@ class Ensemble:
         self._fold = torch.from_numpy(self.space.family_matrix(FAMILIES_6))  # [200, 6]
         self.window_hop_seconds = window_hop_seconds
         self.batch_windows = max(1, int(batch_windows))
+        self.confidence = confidence
         for m in models:
             if m.task == TASK_LABELS and m.classes != self.label_names:
                 raise CheckpointError(f"{m.path}: its labels are not FSD50K's 200-label vocabulary")
@@ -226,11 +235,15 @@ class Ensemble:
     def load(cls, sources: Iterable[str | Path] | None = None, *, precision: str | None = None,
              optimize: bool = True, **kwargs) -> "Ensemble":
         """Load every model of ``sources`` (index files, folders, checkpoints; default: the shipped index)."""
+        from guesser.confidence import read_rule
+
         models = []
+        sources = list(sources) if sources is not None else None
         for path, weight in resolve_models(sources):
             m = load_model(path, precision=precision, optimize=optimize)
             m.family_weight = weight
             models.append(m)
+        kwargs.setdefault("confidence", read_rule(sources))
         return cls(models, **kwargs)
 
     @property
@@ -291,7 +304,8 @@ class Ensemble:
                     family_sources.append(full)
                     tops.append(int(full.argmax()))
                     outputs.append(ModelOutput(m.name, m.member, m.task, _rank(m.classes, p)))
-            labels = torch.stack(label_probs).mean(dim=0) if label_probs else torch.zeros(len(self.label_names))
+            labels = (weighted_mean(label_probs, [m.family_weight for m in self.label_models]) if label_probs
+                      else torch.zeros(len(self.label_names)))
             families = weighted_mean(family_sources, [m.family_weight for m in self.models])
             fam_rank = _rank(self.family_names, families)
             agreement = sum(t == int(families.argmax()) for t in tops) / len(tops)
@@ -302,8 +316,11 @@ class Ensemble:
                 for s, pw in zip(starts, per_window):
                     a = s / cfg.frames_per_second
                     windows.append(Window(a, min(a + cfg.clip_seconds, duration), _rank(self.label_names, pw)[:5]))
-        return Prediction(_rank(self.label_names, labels), fam_rank, outputs, agreement, duration, windows,
-                          time.perf_counter() - t0)
+        ranked = _rank(self.label_names, labels)
+        confident = self.confidence is None or self.confidence.confident(ranked[0].score)
+        maybe = [] if confident else distinct_guesses([s.name for s in ranked], self.space.related)
+        return Prediction(ranked, fam_rank, outputs, agreement, duration, windows, time.perf_counter() - t0,
+                          confident, maybe)
 
     def _run(self, m: LoadedModel, logmel: torch.Tensor, starts: list[int]) -> torch.Tensor:
         """One model over the windows at ``starts`` of a [M, T] log-mel -> float32 logits [W, K].

@@ -144,6 +144,13 @@ class LabelSpace:
             tuple(sorted(vi[a] for a in self.ontology.ancestors(mid) if a in vi)) for mid in self.vocabulary.mids
         )
 
+    def related(self, a: str, b: str) -> bool:
+        """True when label ``a`` is ``b``, or one is an in-vocabulary ancestor of the other (Speech, Human voice)."""
+        ia, ib = self.vocabulary.index.get(a), self.vocabulary.index.get(b)
+        if ia is None or ib is None:
+            return a == b
+        return ia == ib or ia in self.ancestors[ib] or ib in self.ancestors[ia]
+
     def label_families(self, families: tuple[str, ...] = FAMILIES_6) -> tuple[tuple[int, ...], ...]:
         """For label i, the indices (into ``families``) of its families, by the rules in the module doc."""
         out = []

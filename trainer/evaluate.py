@@ -212,16 +212,17 @@ def evaluate_families_model(run: ModelRun) -> dict:
 
 def ensemble_scores(runs: list[ModelRun], which: str,
                     family_weights: dict[str, float] | None = None) -> tuple[Scores | None, Scores]:
-    """(mean label probabilities or None, family scores [N, 6]) over the clips every model scored.
+    """(label probabilities or None, family scores [N, 6]) over the clips every model scored.
 
-    Family scores are the mean of each model's, weighted by its ``family_weight``
-    (a family model's by ``family_weights[name]`` when given), as the app does.
+    Each model counts with its weight (``family_weight`` from the index, or
+    ``family_weights[name]`` when given), in the label mean and in the family
+    mean alike, as the app does.
     """
     parts = [getattr(r, which) for r in runs if getattr(r, which) is not None]
     common = parts[0].fnames
     for s in parts[1:]:
         common = common[np.isin(common, s.fnames)]
-    labels, families, weights = [], [], []
+    labels, families, weights, label_weights = [], [], [], []
     fm = None
     for r in runs:
         s = getattr(r, which)
@@ -232,15 +233,19 @@ def ensemble_scores(runs: list[ModelRun], which: str,
             fm = fm if fm is not None else label_space(r.model.classes).family_matrix(FAMILIES_6)
             labels.append(s)
             families.append(fold_families(s.probs, fm))
-            weights.append(r.model.family_weight)
+            weights.append(r.model.family_weight if family_weights is None else family_weights.get(r.model.name, 1.0))
+            label_weights.append(weights[-1])
         else:
             full = np.zeros((len(common), len(FAMILIES_6)), np.float32)
             for i, c in enumerate(r.model.classes):
                 full[:, FAMILIES_6.index(c)] = s.probs[:, i]
             families.append(full)
-            weights.append(r.model.family_weight if family_weights is None else family_weights[r.model.name])
+            weights.append(r.model.family_weight if family_weights is None else family_weights.get(r.model.name, 1.0))
     targets = parts[0].take(common).targets
-    lab = Scores(common, np.mean([s.probs for s in labels], axis=0), targets) if labels else None
+    lab = None
+    if labels:
+        lw = [torch.from_numpy(np.ascontiguousarray(s.probs, np.float32)) for s in labels]
+        lab = Scores(common, weighted_mean(lw, label_weights).numpy(), targets)
     fam = weighted_mean([torch.from_numpy(np.ascontiguousarray(f, np.float32)) for f in families], weights)
     return lab, Scores(common, fam.numpy(), targets)
 
@@ -337,9 +342,38 @@ def model_header(run: ModelRun, split: str) -> dict:
 
 # ---------------------------------------------------------------- the command
 
+def grouped(run_scores: Scores, label_probs: np.ndarray | None, family_probs: np.ndarray,
+            family_names: tuple[str, ...], groups: dict[str, str], synthetic: tuple[str, ...]) -> dict:
+    """Per-group metrics (:mod:`trainer.groups`) of one model's or the ensemble's scores."""
+    from trainer.groups import group_scores
+
+    space = label_space(default_label_space().vocabulary.names)
+    fams = family_targets(run_scores.targets, space, "6")
+    full = np.zeros((len(family_probs), len(FAMILIES_6)), np.float32)
+    for i, c in enumerate(family_names):
+        full[:, FAMILIES_6.index(c)] = family_probs[:, i]
+    return group_scores(run_scores.fnames, groups, labels=run_scores.targets if label_probs is not None else None,
+                        label_probs=label_probs, families=fams, family_probs=full, synthetic=synthetic)
+
+
+def model_groups(run: ModelRun, groups: dict[str, str], synthetic: tuple[str, ...]) -> dict:
+    if run.model.task == TASK_LABELS:
+        fm = label_space(run.model.classes).family_matrix(FAMILIES_6)
+        return grouped(run.split, run.split.probs, fold_families(run.split.probs, fm), FAMILIES_6, groups, synthetic)
+    return grouped(run.split, None, run.split.probs, run.model.classes, groups, synthetic)
+
+
 def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path = Path("runs/index.json"),
-                 ensemble: bool = True, *, device: str = "auto", console=None) -> list[dict]:
-    """Evaluate ``runs`` (default: the models in ``index``); write and print the results; return them."""
+                 ensemble: bool = True, *, device: str = "auto", console=None, groups: str | None = None,
+                 synthetic: tuple[str, ...] | None = None) -> list[dict]:
+    """Evaluate ``runs`` (default: the models in ``index``); write and print the results; return them.
+
+    ``groups`` (``FILE.csv:COLUMN``) adds per-group scores to every result (:mod:`trainer.groups`).
+    """
+    from trainer.groups import SYNTHETIC_DEFAULT, load_groups
+
+    group_of = load_groups(groups) if groups else None
+    synthetic = tuple(synthetic) if synthetic is not None else SYNTHETIC_DEFAULT
     from rich.console import Console
 
     from trainer.train import pick_device
@@ -366,6 +400,8 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
         run = ModelRun(model, s, val, cache_path)
         evaluated.append(run)
         body = evaluate_labels_model(run) if model.task == TASK_LABELS else evaluate_families_model(run)
+        if group_of is not None:
+            body["groups"] = model_groups(run, group_of, synthetic)
         result = jsonable(model_header(run, split) | {"seconds": round(seconds, 1)} | body)
         out = result_path(Path(ckpt), split)
         atomic_write_text(out, json.dumps(result, indent=1))
@@ -373,6 +409,10 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
         results.append(result)
     if ensemble and len(evaluated) > 1:
         body = evaluate_ensemble(evaluated)
+        if group_of is not None:
+            fit = body.get("family_weights")
+            lab, fam = ensemble_scores(evaluated, "split", None if fit is None else fit["chosen"])
+            body["groups"] = grouped(fam, None if lab is None else lab.probs, fam.probs, FAMILIES_6, group_of, synthetic)
         header = {"version": RESULT_VERSION, "kind": "ensemble", "name": "ensemble", "member": "ensemble",
                   "task": "ensemble", "split": split, "models": [r.model.name for r in evaluated],
                   "checkpoints": [str(r.model.path) for r in evaluated],
@@ -415,4 +455,27 @@ def print_summary(results: list[dict], split: str, console) -> None:
                       fmt(s.get("family_map")), fmt(s.get("family_accuracy")))
     console.print(table)
     for r in results:
+        if r.get("groups"):
+            console.print(group_table(r))
+    for r in results:
         console.print(f"[dim]{r['name']}: results → {r['path']}[/]")
+
+
+def group_table(result: dict):
+    """Per-group rows of one result (mAP, lwlrap, top-1, top-family), then the real-recordings summary."""
+    from rich import box
+    from rich.table import Table
+
+    g = result["groups"]
+    table = Table(title=f"{result['name']} by group ({result['split']})", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col, justify in (("group", "left"), ("clips", "right"), ("mAP", "right"), ("lwlrap", "right"),
+                         ("top-1", "right"), ("top family", "right")):
+        table.add_column(col, justify=justify, no_wrap=True)
+    rows = sorted(g["groups"].items())
+    if "real" in g:
+        rows.append(("real recordings", g["real"]))
+    for name, m in rows:
+        label = f"{name} (synthetic)" if name in g.get("synthetic", ()) else name
+        table.add_row(label, str(m["clips"]), fmt(m.get("map")), fmt(m.get("lwlrap")), fmt(m.get("top1")),
+                      fmt(m.get("top_family")), style="bold" if name == "real recordings" else None)
+    return table

@@ -377,6 +377,11 @@ def render(console: Console, runs: list[RunFolder], ensembles: list[dict], width
         if r.evaluation is None:
             console.print(Text(not_evaluated(r), style="yellow"))
     results = [r.evaluation for r in runs if r.evaluation] + ensembles
+    for res in results:  # per-source scores, where guesser evaluate --groups computed them
+        if isinstance(res.get("groups"), dict) and res["groups"].get("groups"):
+            from trainer.evaluate import group_table
+
+            console.print(group_table(res))
     for res in results:
         table = best_worst_labels(res)
         if table is not None:

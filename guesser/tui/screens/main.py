@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Label, LoadingIndicator, Static
 
-from guesser.labels import pretty
+from guesser.confidence import headline as say
 from guesser.tui import messages as m
 from guesser.tui import workers
 from guesser.tui.widgets import HistoryList, Ranking, TitleBar
@@ -137,7 +137,7 @@ class MainScreen(Screen):
             ranking.show([], empty="…")
         else:
             fam = message.prediction.families[0].name
-            title.update(f"[b]Listening[/b] at {message.end:.0f} s: {pretty(message.prediction.labels[0].name)} ({fam})")
+            title.update(f"[b]Listening[/b] at {message.end:.0f} s: {say(message.prediction)} ({fam})")
             ranking.show(message.prediction.labels)
 
     def on_record_failed(self, message: m.RecordFailed) -> None:  # from the listen worker

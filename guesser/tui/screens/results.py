@@ -8,7 +8,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from guesser.labels import pretty
+from guesser.confidence import headline as say
 from guesser.tui.session import Take
 from guesser.tui.widgets import ModelBreakdown, Ranking, Spectrogram, TitleBar
 
@@ -30,7 +30,7 @@ class ResultsScreen(Screen):
         t, p = self.take, self.take.prediction
         yield TitleBar("the guesses")
         top = p.labels[0] if p.labels else None
-        headline = f"#{t.number}  [b]{pretty(top.name)}[/b] ({top.score:.2f})" if top else f"#{t.number}"
+        headline = f"#{t.number}  [b]{say(p)}[/b] ({top.score:.2f})" if top else f"#{t.number}"
         yield Static(f"{headline}  ·  {t.duration:.1f} s from {t.source}  ·  {t.level.rms_db:.0f} dBFS RMS",
                      id="result-title")
         with Horizontal(id="result-body"):
