@@ -186,6 +186,17 @@ def make_batch(split: CachedSplit, targets: Targets, idx: np.ndarray, cfg: Featu
     return x.unsqueeze(1), y
 
 
+def resume_command(recipe: Recipe, cache_root: str | Path, out: Path) -> str:
+    """A command that continues this run as printed: the recipe (a shipped name, else RECIPE.toml for the
+    file it came from), the cache and the overrides a resumed run must repeat to match the saved recipe."""
+    from trainer.recipe import shipped_names
+
+    name = recipe.name if recipe.name in shipped_names() else "RECIPE.toml"
+    t = recipe.train
+    return (f"guesser train one {name} --cache {cache_root} --out {out} --epochs {t.epochs} "
+            f"--batch-size {t.batch_size} --resume")
+
+
 def shipped_model_path(member: str) -> Path:
     """The checkpoint the shipped models index (``$GUESSER_MODELS`` or assets/models) lists for ``member``."""
     from guesser.ensemble import default_models_index
@@ -630,7 +641,7 @@ def train(
                 if interrupted:
                     raise TrainingInterrupted(
                         f"interrupted at epoch {epoch + 1} step {counters['step']}; checkpoint saved, resume with: "
-                        f"guesser train one {recipe.name} --out {out} --resume")
+                        f"{resume_command(recipe, cache_root, out)}")
                 if paused:
                     break
             bar.remove_task(task_id)
@@ -674,7 +685,7 @@ def train(
                     on_epoch(row)
             if any_rank(stop.requested, world, dev):
                 raise TrainingInterrupted(f"interrupted after epoch {epoch + 1}; checkpoint saved, resume with: "
-                                          f"guesser train one {recipe.name} --out {out} --resume")
+                                          f"{resume_command(recipe, cache_root, out)}")
 
     if main and not paused:
         summary = {"recipe": recipe.to_dict(), "member": recipe.member, "name": recipe.name, "task": recipe.task,
