@@ -132,3 +132,46 @@ def test_real_subprocess(make_fsd_tree, tmp_path):
     assert bad.returncode == 1
     assert bad.stderr == f"error: {tmp_path / 'nowhere'}: data root not found\n"
     assert bad.stdout == ""
+
+
+def test_default_builds_what_train_multi_needs(tiny, tmp_path):
+    """``preprocess`` without --features builds every front-end the shipped recipes train on."""
+    from trainer.recipe import PRESETS, shipped_recipes
+
+    r = run(str(tiny.root), "--out", str(tmp_path / "c"), "-j", "1", "--no-progress")
+    assert r.exit_code == 0, r.output
+    needed = {PRESETS[rec.features.preset].key for rec in shipped_recipes()}
+    built = {p.parent.name for p in (tmp_path / "c").glob("*/manifest.json")}
+    assert needed == built and len(built) == 3
+
+
+def test_train_builds_a_missing_front_end_from_the_recorded_data_root(tiny, tmp_path):
+    """A cache of one preset is enough: the others are built from the data set it records."""
+    from guesser.features import COMPACT
+    from trainer.multi import ensure_cache, recorded_data_root
+
+    out = tmp_path / "c"
+    assert run(str(tiny.root), "--out", str(out), "-j", "1", "--no-progress", "--features", "seed").exit_code == 0
+    assert recorded_data_root(out) == tiny.root.resolve()
+    ensure_cache(out, COMPACT, None, progress=False)
+    assert FeatureCache.open(cache_dir(out, COMPACT)).split("train").clip(0).shape[0] == COMPACT.n_mels
+
+
+def test_missing_cache_error_names_a_command_that_works(tiny, tmp_path):
+    """The advice printed for a missing cache, run as printed (DATA_ROOT filled in), builds that cache."""
+    import re
+
+    from guesser.errors import GuesserError
+    from guesser.features import COMPACT
+    from trainer.multi import ensure_cache
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(GuesserError) as e:
+        ensure_cache(empty, COMPACT, None, progress=False)
+    advice = re.search(r"run '(guesser preprocess [^']+)'", str(e.value)).group(1)
+    assert advice == f"guesser preprocess DATA_ROOT --out {empty} --features compact"
+    argv = advice.replace("DATA_ROOT", str(tiny.root)).split()[1:]
+    r = CliRunner().invoke(app, [*argv, "-j", "1", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    ensure_cache(empty, COMPACT, None, progress=False)  # now there: nothing to do, no error
