@@ -32,6 +32,7 @@ from guesser.confidence import ConfidenceRule, distinct_guesses
 from guesser.errors import CheckpointError
 from guesser.features import FeatureConfig, fit_frames, log_mel_long, normalize, resampler, to_mono, window_starts
 from guesser.labels import FAMILIES_6, default_label_space, fold_families
+from guesser.ranking import specific_first
 from guesser.models import TASK_FAMILIES, TASK_LABELS, build_model
 
 INDEX_NAME = "index.json"
@@ -362,6 +363,7 @@ def _fit_threads() -> None:
 
 
 def _rank(names, probs: torch.Tensor) -> list[Scored]:
-    order = torch.argsort(probs, descending=True, stable=True).tolist()
-    return [Scored(names[i], float(probs[i])) for i in order]
+    """Scored classes in display order: most specific clear label first (:mod:`guesser.ranking`)."""
+    p = probs.float().numpy()
+    return [Scored(names[i], float(p[i])) for i in specific_first(tuple(names), p).tolist()]
 

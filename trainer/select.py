@@ -81,11 +81,13 @@ def _task(runs, name: str) -> str:
 def calibrate_confidence(runs, sel: Selection):
     """The "not sure" rule (:mod:`guesser.confidence`) for the selected ensemble, from its val scores."""
     from guesser.confidence import calibrate
+    from guesser.ranking import specific_first
     from trainer.evaluate import ensemble_scores
 
     chosen = [r for r in runs if sel.weights.get(r.model.name, 0) > 0]
     labels, _ = ensemble_scores(chosen, "val", {k: float(v) for k, v in sel.weights.items()})
-    top = labels.probs.argmax(axis=1)
+    names = tuple(default_label_space().vocabulary.names)
+    top = np.array([specific_first(names, p)[0] for p in labels.probs])  # the label the app names first
     rows = np.arange(len(top))
     return calibrate(labels.probs[rows, top], labels.targets[rows, top] > 0)
 
