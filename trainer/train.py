@@ -42,7 +42,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from guesser.checkpoint import atomic_write_text, flatten, load_checkpoint, save_checkpoint, unflatten
+from guesser.checkpoint import (ModelMeta, atomic_write_text, flatten, load_checkpoint, save_checkpoint,
+                                save_model_checkpoint, score_name, unflatten)
 from guesser.errors import GuesserError
 from guesser.features import FeatureConfig, normalize
 from guesser.labels import FAMILY_SETS, LabelSpace, Vocabulary, default_label_space
@@ -108,16 +109,13 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     ``auto``: bf16 where the hardware does it natively (Ampere+ GPUs, AVX512-BF16/AMX
     CPUs), fp16 on older GPUs (with a GradScaler), else fp32. ``bf16`` forces bf16.
     """
+    from guesser.fastpath import bf16_native
+
     if precision == "fp32":
         return None
-    if device.type == "cuda":
-        if precision == "bf16" or torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float16
-    native = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
-    if precision == "bf16" or native:
+    if precision == "bf16" or bf16_native(device.type):
         return torch.bfloat16
-    return None
+    return torch.float16 if device.type == "cuda" else None
 
 
 def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
@@ -140,10 +138,6 @@ def task_targets(recipe: Recipe, split: CachedSplit, labels: LabelSpace) -> Targ
     fam = family_targets(split.targets, labels, recipe.train.families)
     keep = np.flatnonzero(fam.sum(axis=1) > 0)
     return Targets(fam, keep, FAMILY_SETS[recipe.train.families])
-
-
-def score_name(task: str) -> str:
-    return "val_map" if task == "labels" else "val_family_map"
 
 
 def validation_loss(criterion: Criterion, probs: np.ndarray, y: np.ndarray, multilabel: bool) -> float:
@@ -235,30 +229,16 @@ def scheduled_lr(t: TrainConfig, it: int, steps_per_epoch: int) -> float | None:
 
 # ---------------------------------------------------------------- checkpoints
 
-def model_meta(recipe: Recipe, cfg: FeatureConfig, classes, model: nn.Module, extra: dict) -> dict:
-    """The JSON header of a model checkpoint: everything the app needs to run it."""
-    return {
-        "kind": "model",
-        "name": recipe.name,
-        "member": recipe.member,
-        "arch": recipe.arch,
-        "task": recipe.task,
-        "classes": list(classes),
-        "families_set": recipe.train.families if recipe.task == "families" else None,
-        "model_hparams": recipe.model,
-        "features": cfg.to_dict(),
-        "recipe": recipe.to_dict(),
-        "params": count_parameters(model),
-        "commit": git_commit(),
-        **extra,
-    }
+def model_meta(recipe: Recipe, cfg: FeatureConfig, classes, model: nn.Module) -> ModelMeta:
+    """The header of a model checkpoint: everything the app needs to run it (training results added by the caller)."""
+    return ModelMeta(name=recipe.name, member=recipe.member, arch=recipe.arch, task=recipe.task,
+                     classes=tuple(classes), features=cfg, model_hparams=dict(recipe.model),
+                     families_set=recipe.train.families if recipe.task == "families" else None,
+                     recipe=recipe.to_dict(), params=count_parameters(model), commit=git_commit())
 
 
-def save_model(path: Path, model: nn.Module, meta: dict, dtype: torch.dtype | None = None) -> None:
-    sd = model.state_dict()
-    if dtype is not None:
-        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-    save_checkpoint(path, sd, meta)
+def save_model(path: Path, model: nn.Module, meta: ModelMeta, dtype: torch.dtype | None = None) -> None:
+    save_model_checkpoint(path, model.state_dict(), meta, dtype)
 
 
 def save_state(path: Path, model, optimizer, plateau, scaler, counters: dict, meta: dict, ema=None) -> None:
@@ -609,9 +589,10 @@ def train(
                 if score > counters["best"]:
                     counters.update(best=score, best_epoch=epoch + 1)
                     if main:
-                        save_model(best_path, evaluated, model_meta(recipe, cfg, tr.classes, evaluated, {
-                            "metrics": row, "best_epoch": epoch + 1, "trained_seconds": counters["seconds"],
-                            "trained_labels": trained_labels, "world_size": world}))
+                        save_model(best_path, evaluated, replace(
+                            model_meta(recipe, cfg, tr.classes, evaluated), metrics=dict(row), best_epoch=epoch + 1,
+                            trained_seconds=counters["seconds"], trained_labels=tuple(trained_labels),
+                            world_size=world))
                 if plateau is not None and epoch + 1 >= t.warmup_epochs:
                     plateau.step(score)
                 if t.early_stop and epoch + 1 - counters["best_epoch"] >= t.early_stop:
