@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-import trainer.cache as cache_mod
+import trainer.cache_build as cache_mod
 from guesser.audio import load_audio
 from guesser.errors import DataError, GuesserError
 from guesser.features import SEED_CNN, resample, to_mono
-from trainer.cache import FeatureCache, build_cache, cache_dir, find_cache
+from trainer.cache import FeatureCache, cache_dir, find_cache
+from trainer.cache_build import build_cache
 from trainer.fsd50k import Fsd50k
 
 CHUNK = 4  # 45 clips -> 13 chunks: enough to interrupt in the middle
@@ -173,7 +174,7 @@ def test_a_crash_during_the_merge_resumes(fsd_root: Path, reference: Path, tmp_p
 
 KILL_SCRIPT = """
 import sys, time
-import trainer.cache as c
+import trainer.cache_build as c
 from guesser.features import SEED_CNN
 c.CHUNK = int(sys.argv[3])
 c.build_cache(sys.argv[1], sys.argv[2], SEED_CNN, jobs=1, progress=False, on_chunk=lambda s, i: time.sleep(0.03))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import trainer.cache as cache_mod
+import trainer.cache_build as cache_mod
 from guesser.cli import app
 from guesser.features import PANNS, SEED_CNN
 from trainer.cache import FeatureCache, cache_dir

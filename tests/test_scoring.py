@@ -40,7 +40,7 @@ def shipped(tmp_path_factory) -> Path:
 def test_evaluate_scores_equal_classify_scores_for_the_shipped_models(shipped, fsd_tree, tmp_path):
     from guesser.checkpoint import ModelsIndex
     from guesser.ensemble import load_model
-    from trainer.cache import build_cache
+    from trainer.cache_build import build_cache
     from trainer.evaluate import ModelRun, ensemble_scores, score
 
     index = ModelsIndex.read(shipped)

@@ -18,7 +18,8 @@ from rich.table import Table
 from guesser.checkpoint import INDEX_NAME, IndexEntry, ModelsIndex, score_name
 from guesser.errors import GuesserError
 from guesser.features import FeatureConfig
-from trainer.cache import build_cache, cache_dir, is_complete
+from trainer.cache import cache_dir, is_complete
+from trainer.cache_build import build_cache
 from trainer.recipe import Recipe, shipped_recipes
 
 console = Console(stderr=True)
