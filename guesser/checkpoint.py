@@ -197,7 +197,7 @@ def _shown(v: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-class _Fields:
+class HeaderFields:
     """Typed reads of one JSON object; a wrong or missing field is one :class:`CheckpointError` line."""
 
     def __init__(self, data: Any, where: str, what: str):
@@ -231,6 +231,13 @@ class _Fields:
     def dict(self, key: str, default: Any = _MISSING) -> Any:
         v = self._get(key, default, lambda v: isinstance(v, dict), "a JSON object")
         return dict(v) if v is not None else None
+
+    def list(self, key: str, default: Any = _MISSING) -> Any:
+        v = self._get(key, default, lambda v: isinstance(v, list), "a JSON list")
+        return list(v) if v is not None else None
+
+    def any(self, key: str, default: Any = _MISSING) -> Any:
+        return self._get(key, default, lambda v: True, "present")
 
     def strings(self, key: str, default: Any = _MISSING) -> Any:
         v = self._get(key, default, lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
@@ -299,7 +306,7 @@ class ModelMeta:
     @classmethod
     def from_header(cls, header: dict, where: str | Path) -> "ModelMeta":
         """Check every field of a model header; :class:`CheckpointError` (one line) on the first bad one."""
-        f = _Fields(header, str(where), "the checkpoint metadata")
+        f = HeaderFields(header, str(where), "the checkpoint metadata")
         kind = header.get("kind")
         if kind != "model":
             raise CheckpointError(f"{where}: a {kind if isinstance(kind, str) else 'unknown'} checkpoint, "
@@ -387,7 +394,7 @@ class IndexEntry:
 
     @classmethod
     def from_json(cls, data: Any, where: str) -> "IndexEntry":
-        f = _Fields(data, where, "a models index entry")
+        f = HeaderFields(data, where, "a models index entry")
         weight = f.number("family_weight", 1.0)
         if weight < 0:
             raise CheckpointError(f"{where}: a family_weight must be a finite number >= 0, got {weight:g}")
