@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,11 @@ def rel(p: Path) -> str:
     return p.relative_to(REPO).as_posix()
 
 
+@lru_cache(maxsize=None)
+def parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
+
+
 def imports(path: Path) -> list[tuple[str, ast.AST, list[ast.AST]]]:
     """(imported module, node, enclosing function/class nodes) for every import statement in ``path``."""
     out = []
@@ -49,7 +55,7 @@ def imports(path: Path) -> list[tuple[str, ast.AST, list[ast.AST]]]:
             inner = stack + [child] if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else stack
             walk(child, inner)
 
-    walk(ast.parse(path.read_text(), str(path)), [])
+    walk(parse(path), [])
     return out
 
 
@@ -79,7 +85,7 @@ def test_the_tui_imports_neither_the_trainer_nor_torch():
 
 def spectral_uses(path: Path) -> list[str]:
     """``x.stft(…)``, ``torch.stft``, ``AF.melscale_fbanks``, ``from torchaudio.transforms import MelSpectrogram`` …"""
-    tree = ast.parse(path.read_text(), str(path))
+    tree = parse(path)
     hits = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute) and node.attr in SPECTRAL:

@@ -135,6 +135,7 @@ def test_build_keeps_the_callers_torch_threads(make_fsd_tree, tmp_path):
     assert torch.get_num_threads() == 2
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_bytes(fsd_root: Path, reference: Path, tmp_path):
     res = build_cache(fsd_root, tmp_path, SEED_CNN, jobs=2, progress=False)
     assert_same_cache(res.directory, reference)
@@ -181,6 +182,7 @@ c.build_cache(sys.argv[1], sys.argv[2], SEED_CNN, jobs=1, progress=False, on_chu
 """
 
 
+@pytest.mark.slow
 def test_kill_minus_9_then_rerun_equals_uninterrupted(fsd_root: Path, reference: Path, tmp_path):
     script = tmp_path / "build.py"
     script.write_text(KILL_SCRIPT)

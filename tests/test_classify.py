@@ -313,6 +313,7 @@ def guesser_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "guesser"]
 
 
+@pytest.mark.slow
 def test_subprocess_json_lines_exit_codes_and_no_trainer_import(tmp_path, light_model_index):
     good = write(tmp_path / "tone.wav", tones(44100, 2), 44100)
     bad = tmp_path / "broken.wav"
@@ -346,6 +347,7 @@ def demo_rows() -> list[dict]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_demo_clips_are_documented_short_and_classified(model_index):
     """Through the full four-architecture ensemble (both front-ends). With the shipped models
     (assets/models/index.json) the ground truth must also rank well; until they exist the

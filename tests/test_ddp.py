@@ -22,6 +22,8 @@ import torch.multiprocessing as mp
 
 from trainkit import same_tensors, tiny_recipe, write_recipe
 
+pytestmark = pytest.mark.slow  # DistributedDataParallel runs: torchrun and spawned ranks
+
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
 

@@ -47,6 +47,7 @@ def test_fused_fp32_gives_the_same_logits(arch):
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is left as it was
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["cnn4", "cnn6"])
 def test_bf16_convolutions_stay_close(arch):
     n_out = 200 if arch == "cnn4" else 6

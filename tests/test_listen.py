@@ -50,6 +50,7 @@ def test_once_on_silence_is_an_error_with_its_own_exit_code():
     assert info.value.exit_code == 3
 
 
+@pytest.mark.slow
 def test_loop_classifies_sliding_windows_and_reports_silence():
     out = io.StringIO()
     clip = np.concatenate([chirp_clip(1.0), np.zeros(3 * SR, np.float32)])  # 1 s of sound in every 4 s

@@ -30,6 +30,8 @@ from guesser.tui.widgets import HistoryList, Ranking
 from guesser.tui.widgets.record_panel import RecordPanel
 from tuikit import FakeEnsemble, FakePlayer, chirp_clip, pilot_test, until
 
+pytestmark = pytest.mark.slow  # the app driven by keys, seconds a test
+
 SR = 22050
 SIZE = (100, 32)
 
