@@ -38,6 +38,7 @@ import torch
 
 from guesser.errors import CheckpointError, DiskFullError
 from guesser.features import FeatureConfig
+from guesser.models import TASK_LABELS, TASKS
 
 FORMAT = "guesser-checkpoint"
 FORMAT_VERSION = 1
@@ -260,12 +261,9 @@ class HeaderFields:
 
 # ---------------------------------------------------------------- a model checkpoint's header
 
-TASKS = ("labels", "families")  # as guesser.models.TASKS; repeated here so this module needs no model code
-
-
 def score_name(task: str) -> str:
     """The validation score a run of ``task`` is judged by: its name in metrics rows, run.json and the index."""
-    return "val_map" if task == "labels" else "val_family_map"
+    return "val_map" if task == TASK_LABELS else "val_family_map"
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,7 @@ import torch
 
 from guesser.features import FeatureConfig, fit_frames, normalize, window_starts
 from guesser.labels import FAMILIES_6, LabelSpace, Vocabulary, default_label_space, fold_families
-
-TASK_LABELS = "labels"
+from guesser.models import TASK_LABELS
 
 
 @dataclass(frozen=True)
