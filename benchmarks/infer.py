@@ -120,19 +120,18 @@ def count_flops(paths: list[Path], clip: np.ndarray, sr: int) -> int:
 
 def naive_predict(paths: list[Path], clip: np.ndarray, sr: int) -> None:
     """Per model, per prediction: checkpoint -> network -> its own features -> logits -> discarded."""
-    from guesser.checkpoint import load_checkpoint
-    from guesser.features import FeatureConfig, model_windows
+    from guesser.checkpoint import load_model_checkpoint
+    from guesser.features import log_mel
     from guesser.models import build_model
+    from guesser.scoring import batches, model_probs, windows
 
     for p in paths:
-        tensors, meta = load_checkpoint(p, dtype=torch.float32)
-        model = build_model(meta["arch"], len(meta["classes"]), **meta.get("model_hparams", {}))
+        tensors, meta = load_model_checkpoint(p, dtype=torch.float32)
+        model = build_model(meta.arch, len(meta.classes), **meta.model_hparams)
         model.load_state_dict(tensors)
         model.eval()
-        x, _ = model_windows(clip, sr, FeatureConfig.from_dict(meta["features"]))
-        with torch.no_grad():
-            logits = model(x)
-        (torch.sigmoid(logits) if meta["task"] == "labels" else torch.softmax(logits, -1)).mean(0)
+        wins = windows(log_mel(clip, sr, meta.features), meta.features)
+        model_probs(model, batches([wins], len(wins)), meta.task).clip_probs(1)
         del model
 
 

@@ -8,7 +8,7 @@ Both sides run in this process, on the same clips, one after the other:
 build
     baseline: one process; per clip decode, the same log-mel function, and
     ``torch.save`` of a float32 [128, T] tensor into ``<split>/<fname>.pt``.
-    cache: ``trainer.cache.build_cache`` with ``--jobs`` worker processes (the
+    cache: ``trainer.cache_build.build_cache`` with ``--jobs`` worker processes (the
     ``guesser preprocess`` code path: parts, merge, train statistics).
 read one epoch (the train split, what training does per epoch)
     baseline: a ``torch.utils.data.DataLoader`` (shuffled, ``num_workers=0``)
@@ -48,7 +48,8 @@ import torch
 from guesser.audio import load_audio
 from guesser.errors import AudioError
 from guesser.features import SEED_CNN, FeatureConfig, fit_frames, log_mel
-from trainer.cache import build_cache, find_cache
+from trainer.cache import find_cache
+from trainer.cache_build import build_cache
 from trainer.fsd50k import GT, Fsd50k
 
 from machine import cpu_name  # benchmarks/ is on sys.path when run as a script

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from guesser.checkpoint import read_meta
+from guesser.checkpoint import IndexEntry, ModelMeta, ModelsIndex, read_model_meta
 from guesser.labels import default_label_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,36 +76,35 @@ def fmt(v, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def card(path: Path, entry: dict) -> str:
-    meta = read_meta(path)
-    r = meta["recipe"]
+def card(path: Path, entry: IndexEntry) -> str:
+    meta: ModelMeta = read_model_meta(path)
+    r = meta.recipe
     t = r["train"]
-    ev = meta.get("eval") or {}
-    metrics = meta.get("metrics") or {}
-    score_key = "val_map" if meta["task"] == "labels" else "val_family_map"
-    lines = [f"## {meta['member']}: `{meta['name']}` ({meta['arch']}, {meta['task']})", "",
+    ev = meta.eval or {}
+    f = meta.features
+    lines = [f"## {meta.member}: `{meta.name}` ({meta.arch}, {meta.task})", "",
              r.get("description", ""), "",
              "| | |", "|---|---|",
              f"| file | `assets/models/{path.name}` ({path.stat().st_size / 1e6:.1f} MB, float16) |",
-             f"| parameters | {meta['params']:,} |",
-             f"| front-end | {r['features']['preset']}: {meta['features']['sample_rate']} Hz, {meta['features']['n_mels']} mels, "
-             f"hop {meta['features']['hop_length']}, {meta['features']['clip_seconds']:g} s windows |",
-             f"| recipe | `trainer/recipes/{meta['name']}.toml`: {t['loss']} loss, {t['optimizer']} lr {t['lr']:g} "
+             f"| parameters | {meta.params:,} |",
+             f"| front-end | {r['features']['preset']}: {f.sample_rate} Hz, {f.n_mels} mels, "
+             f"hop {f.hop_length}, {f.clip_seconds:g} s windows |",
+             f"| recipe | `trainer/recipes/{meta.name}.toml`: {t['loss']} loss, {t['optimizer']} lr {t['lr']:g} "
              f"({t['scheduler']}), batch {t['batch_size']}, oversampling {'on' if t['oversample'] else 'off'}, "
              f"EMA {t['ema_decay'] or 'off'} |",
-             f"| training | best epoch {meta.get('best_epoch')} of {t['epochs']}, "
-             f"{meta.get('trained_seconds', 0) / 60:.0f} min on 2 CPU cores, commit {meta.get('commit', '?')} |",
-             f"| validation | {score_key.replace('_', ' ')} {fmt(metrics.get(score_key))} |"]
-    if meta["task"] == "labels":
+             f"| training | best epoch {meta.best_epoch} of {t['epochs']}, "
+             f"{(meta.trained_seconds or 0) / 60:.0f} min on 2 CPU cores, commit {meta.commit or '?'} |",
+             f"| validation | {meta.score_name.replace('_', ' ')} {fmt(meta.val_score)} |"]
+    if meta.task == "labels":
         lines.append(f"| eval ({ev.get('clips', '?')} clips) | mAP {fmt(ev.get('map'))}, d' {fmt(ev.get('d_prime'))}, "
                      f"lwlrap {fmt(ev.get('lwlrap'))}, family mAP {fmt(ev.get('family_map'))}, "
                      f"F1 macro {fmt(ev.get('f1_macro'))} (val-tuned thresholds) |")
-        lines.append(f"| labels seen in training | {len(meta.get('trained_labels', []))} of 200 |")
+        lines.append(f"| labels seen in training | {len(meta.trained_labels or ())} of 200 |")
     else:
         lines.append(f"| eval ({ev.get('clips', '?')} clips) | family mAP {fmt(ev.get('family_map'))}, "
                      f"top-family accuracy {fmt(ev.get('family_accuracy'))} |")
-        lines.append(f"| classes | {', '.join(meta['classes'])} |")
-        lines.append(f"| weight in the ensemble's family ranking | {entry.get('family_weight', 1.0):g} "
+        lines.append(f"| classes | {', '.join(meta.classes)} |")
+        lines.append(f"| weight in the ensemble's family ranking | {entry.family_weight:g} "
                      "(label models: 1; chosen on val by `guesser evaluate`) |")
     return "\n".join(lines) + "\n"
 
@@ -143,13 +142,13 @@ def main() -> None:
     ap.add_argument("--ensemble", type=Path, default=None, help="ensemble_eval.json from guesser evaluate")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "models.md")
     args = ap.parse_args()
-    index = json.loads(args.index.read_text())
-    paths = [(args.index.parent / e["path"], e) for e in index["models"]]
-    metas = [read_meta(p) for p, _ in paths]
-    seen = set().union(*(set(m.get("trained_labels", [])) for m in metas if m["task"] == "labels"))
+    index = ModelsIndex.read(args.index)
+    paths = [(path, e) for (path, _), e in zip(index.checkpoints(args.index.parent), index.models)]
+    metas = [read_model_meta(p) for p, _ in paths]
+    seen = set().union(*(set(m.trained_labels or ()) for m in metas if m.task == "labels"))
     names = default_label_space().vocabulary.names
     unseen = [n.replace("_", " ") for n in names if n not in seen]
-    hours = sum(m.get("trained_seconds", 0) for m in metas) / 3600
+    hours = sum(m.trained_seconds or 0 for m in metas) / 3600
     text = INTRO.format(hours=hours) + "\n" + ensemble_section(args.ensemble)
     text += "\n".join(card(p, e) for p, e in paths) + "\n"
     text += LIMITS.format(unseen=len(unseen), unseen_list=", ".join(unseen))

@@ -211,44 +211,33 @@ def _error_printer(err: TextIO):
 
 def model_rows(sources: Sequence[Path] | None) -> list[dict]:
     """What ``guesser models`` shows, from the checkpoints' headers only (no weights are read)."""
-    from guesser.checkpoint import read_meta
+    from guesser.checkpoint import read_model_meta
     from guesser.ensemble import resolve_models
-    from guesser.errors import CheckpointError
 
     rows = []
     for path, weight in resolve_models(sources or None):
-        meta = read_meta(path)
-        if meta.get("kind") != "model":
-            raise CheckpointError(f"{path}: a {meta.get('kind', 'unknown')} checkpoint, not a model")
-        task = meta.get("task", "?")
-        metrics = meta.get("metrics") or {}
-        score_name = "val_map" if task == "labels" else "val_family_map"
-        feats = meta.get("features") or {}
-        classes = meta.get("classes") or []
-        trained = meta.get("trained_labels")
+        meta = read_model_meta(path)
         rows.append({
-            "member": meta.get("member", meta.get("arch", "?")),
-            "name": meta.get("name", path.parent.name),
-            "arch": meta.get("arch", "?"),
-            "task": task,
-            "params": meta.get("params"),
-            "val_score": metrics.get(score_name),
-            "score_name": score_name,
-            "features": _feature_summary(feats),
-            "classes": len(classes),
-            "trained": len(trained) if isinstance(trained, list) else None,
+            "member": meta.member,
+            "name": meta.name,
+            "arch": meta.arch,
+            "task": meta.task,
+            "params": meta.params,
+            "val_score": meta.val_score,
+            "score_name": meta.score_name,
+            "features": _feature_summary(meta.features),
+            "classes": len(meta.classes),
+            "trained": len(meta.trained_labels) if meta.trained_labels is not None else None,
             "path": str(path),
             "family_weight": weight,
         })
     return rows
 
 
-def _feature_summary(feats: dict) -> str:
-    """'22.05 kHz 128 mel 6 s' (+ ', no norm') from a FeatureConfig dict: what a model hears, compactly."""
-    if not feats:
-        return "?"
-    text = f"{feats.get('sample_rate', 0) / 1000:g} kHz {feats.get('n_mels')} mel {feats.get('clip_seconds', 0):g} s"
-    return text + (", no norm" if feats.get("norm") == "none" else "")
+def _feature_summary(feats) -> str:
+    """'22.05 kHz 128 mel 6 s' (+ ', no norm') from a FeatureConfig: what a model hears, compactly."""
+    text = f"{feats.sample_rate / 1000:g} kHz {feats.n_mels} mel {feats.clip_seconds:g} s"
+    return text + (", no norm" if feats.norm == "none" else "")
 
 
 def run_models(models: Sequence[Path] | None = None, *, out: TextIO | None = None) -> None:

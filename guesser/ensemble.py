@@ -2,22 +2,26 @@
 
 Shared by ``guesser classify`` and ``guesser play``. How scores combine:
 
-* labels: per-label probabilities averaged over the multi-label models
-  (each model on its own features, sliding windows averaged over the clip);
+* labels: per-label probabilities averaged over the multi-label models, each
+  weighted by its index entry's weight (each model on its own features, sliding
+  windows averaged over the clip);
 * families: each label model's probabilities are folded into family scores
   (a family scores as its most probable label, see :mod:`guesser.labels`), and
-  averaged with the softmax of every family model, each weighted by its index
-  entry's ``family_weight`` (default 1; chosen on val by ``guesser evaluate``).
+  averaged with the softmax of every family model, with the same weights
+  (``weight``: chosen on val by ``guesser select``; older indexes'
+  ``family_weight``; default 1);
+* the label shown first is the most specific clear one (:mod:`guesser.ranking`),
+  and below the val-calibrated threshold the answer is "not sure — maybe X or Y"
+  (:mod:`guesser.confidence`).
 
 Models with the same front-end share one log-mel computation (they differ only
 in normalisation statistics), so the ensemble costs little more than its
-networks.
+networks. Windows, probabilities and the fusion are :mod:`guesser.scoring`'s,
+the code ``guesser evaluate`` scores with.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,15 +31,18 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from guesser.checkpoint import load_checkpoint
-from guesser.confidence import ConfidenceRule, distinct_guesses
+from guesser.checkpoint import INDEX_NAME, ModelMeta, ModelsIndex, load_model_checkpoint
 from guesser.errors import CheckpointError
-from guesser.features import FeatureConfig, fit_frames, log_mel_long, normalize, resampler, to_mono, window_starts
-from guesser.labels import FAMILIES_6, default_label_space, fold_families
-from guesser.ranking import specific_first
+from guesser.features import FeatureConfig, log_mel, resample, to_mono
+from guesser.confidence import ConfidenceRule, distinct_guesses
+from guesser.labels import FAMILIES_6, default_label_space
 from guesser.models import TASK_FAMILIES, TASK_LABELS, build_model
+from guesser.ranking import specific_first
+from guesser.scoring import batches, family_source, fuse, model_probs, weighted_mean, windows
 
-INDEX_NAME = "index.json"
+__all__ = ["INDEX_NAME", "BATCH_WINDOWS", "Ensemble", "LoadedModel", "ModelOutput", "Prediction", "Scored", "Window",
+           "default_models_index", "load_model", "resolve_model_paths", "resolve_models", "weighted_mean"]
+
 BATCH_WINDOWS = 16  # windows per forward pass: all of a clip up to ~50 s, bounded memory beyond
 
 
@@ -76,7 +83,8 @@ class Prediction:
     duration: float
     windows: list[Window] = field(default_factory=list)
     seconds: float = 0.0  # compute time
-    confident: bool = True  # the top label cleared the val-calibrated rule (guesser.confidence)
+    embeddings: dict[str, torch.Tensor] = field(default_factory=dict)  # model name -> [D], when asked for
+    confident: bool = True  # the label shown first cleared the val-calibrated rule (guesser.confidence)
     maybe: list[str] = field(default_factory=list)  # when not confident: two distinct guesses, best first
 
     def top(self, k: int) -> list[Scored]:
@@ -110,7 +118,7 @@ class LoadedModel:
     features: FeatureConfig
     module: torch.nn.Module
     path: Path
-    meta: dict
+    meta: ModelMeta
     family_weight: float = 1.0  # its weight in the ensemble: in the label mean and the family mean (models index)
 
 
@@ -124,21 +132,15 @@ def load_model(path: str | Path, *, precision: str | None = None, optimize: bool
     ``optimize=False`` keeps the module as trained.
     """
     path = Path(path)
-    tensors, meta = load_checkpoint(path, dtype=torch.float32)
-    if meta.get("kind") != "model":
-        raise CheckpointError(f"{path}: a {meta.get('kind', 'unknown')} checkpoint, not a model (use best.safetensors)")
+    tensors, meta = load_model_checkpoint(path, dtype=torch.float32)
     try:
-        features = FeatureConfig.from_dict(meta["features"])
-        task, classes = meta["task"], tuple(meta["classes"])
         # Built on the meta device: no memory and no random initialisation (a third of loading
         # time), since every parameter and buffer is then taken from the checkpoint as it is.
         with torch.device("meta"):
-            module = build_model(meta["arch"], len(classes), **meta.get("model_hparams", {}))
+            module = build_model(meta.arch, len(meta.classes), **meta.model_hparams)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: metadata does not describe a guesser model ({e})") from None
-    if task not in (TASK_LABELS, TASK_FAMILIES):
-        raise CheckpointError(f"{path}: unknown task {task!r}")
-    if not features.has_stats:
+    if not meta.features.has_stats:
         raise CheckpointError(f"{path}: feature config lacks normalisation statistics")
     try:
         module.load_state_dict(tensors, assign=True)
@@ -154,8 +156,7 @@ def load_model(path: str | Path, *, precision: str | None = None, optimize: bool
         module = optimize_for_inference(module, precision, inplace=True)
     else:
         module = module.to(memory_format=torch.channels_last)
-    return LoadedModel(meta.get("name", path.stem), meta.get("member", meta.get("arch")), task,
-                       classes, features, module, path, meta)
+    return LoadedModel(meta.name, meta.member, meta.task, meta.classes, meta.features, module, path, meta)
 
 
 def default_models_index() -> Path:
@@ -176,12 +177,12 @@ def resolve_model_paths(sources: Iterable[str | Path] | None) -> list[Path]:
 
 
 def resolve_models(sources: Iterable[str | Path] | None) -> list[tuple[Path, float]]:
-    """Index files and/or checkpoints -> (checkpoint, family weight) pairs.
+    """Index files and/or checkpoints (or a folder holding index.json) -> (checkpoint, family weight) pairs.
 
-    An index entry may carry ``weight`` (``guesser select``: how often forward
-    selection on val picked the model), or the older ``family_weight``
-    (``guesser evaluate``'s choice for family models); default 1. A model's
-    weight scales its labels in the label mean and its families in the family mean.
+    An index entry's weight is its ``weight`` (``guesser select``: how often forward
+    selection on val picked it) or else its ``family_weight`` (default 1): ``guesser evaluate``
+    chooses it on the validation split, because a family model and the family
+    scores folded from a label model are not equally reliable.
     """
     sources = list(sources or [default_models_index()])
     paths: list[tuple[Path, float]] = []
@@ -191,18 +192,7 @@ def resolve_models(sources: Iterable[str | Path] | None) -> list[tuple[Path, flo
             p = p / INDEX_NAME
         if not p.exists():
             raise CheckpointError(f"{p}: no models found there (train some with 'guesser train multi', or pass --models)")
-        if p.suffix == ".json":
-            try:
-                index = json.loads(p.read_text())
-                entries = index["models"]
-                paths += [((p.parent / e["path"]).resolve(), float(e.get("weight", e.get("family_weight", 1.0))))
-                          for e in entries]
-            except (ValueError, KeyError, TypeError):
-                raise CheckpointError(f"{p}: not a guesser models index") from None
-            if not all(0 <= w < math.inf for _, w in paths):
-                raise CheckpointError(f"{p}: a family_weight must be a finite number >= 0")
-        else:
-            paths.append((p, 1.0))
+        paths += ModelsIndex.read(p).checkpoints(p.parent) if p.suffix == ".json" else [(p, 1.0)]
     if not paths:
         raise CheckpointError("no models to run")
     return paths
@@ -212,14 +202,13 @@ class Ensemble:
     """Load once, then :meth:`predict` any number of waveforms."""
 
     def __init__(self, models: list[LoadedModel], window_hop_seconds: float | None = None,
-                 batch_windows: int = BATCH_WINDOWS, confidence: "ConfidenceRule | None" = None):
+                 batch_windows: int = BATCH_WINDOWS, confidence: ConfidenceRule | None = None):
         if not models:
             raise CheckpointError("an ensemble needs at least one model")
         self.models = models
         self.space = default_label_space()
         self.label_names: tuple[str, ...] = self.space.vocabulary.names
         self.family_names: tuple[str, ...] = FAMILIES_6
-        self._fold = torch.from_numpy(self.space.family_matrix(FAMILIES_6))  # [200, 6]
         self.window_hop_seconds = window_hop_seconds
         self.batch_windows = max(1, int(batch_windows))
         self.confidence = confidence
@@ -259,97 +248,68 @@ class Ensemble:
         """Labels the shipped models have actually seen in training (from their metadata), else all."""
         seen: set[str] = set()
         for m in self.label_models:
-            seen |= set(m.meta.get("trained_labels", []))
+            seen |= set(m.meta.trained_labels or ())
         return [n for n in self.label_names if n in seen] if seen else list(self.label_names)
 
-    def predict(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, *, timeline: bool = False) -> Prediction:
-        """[samples] or [channels, samples] at any rate -> :class:`Prediction`."""
+    def predict(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, *, timeline: bool = False,
+                embeddings: bool = False) -> Prediction:
+        """[samples] or [channels, samples] at any rate -> :class:`Prediction`.
+
+        ``embeddings`` adds each model's embedding of the clip (the mean over its
+        windows of what its head reads), taken in passing: no extra inference.
+        """
         t0 = time.perf_counter()
         with torch.inference_mode():
             wav = to_mono(waveform)
             duration = wav.shape[-1] / sample_rate
-            resampled: dict[int, torch.Tensor] = {}
-            logmels: dict[str, torch.Tensor] = {}
+            logmels = self._log_mels(wav, sample_rate)
             label_probs: list[torch.Tensor] = []
-            window_probs: list[torch.Tensor] = []
-            starts_for_timeline: tuple[list[int], FeatureConfig] | None = None
+            label_windows: list[tuple] = []  # (windows, per-window probabilities) of each label model
             family_sources: list[torch.Tensor] = []
             outputs: list[ModelOutput] = []
-            tops: list[int] = []  # each model's top family
+            embedded: dict[str, torch.Tensor] = {}
             for m in self.models:
-                cfg = m.features
-                if cfg.key not in logmels:
-                    if cfg.sample_rate not in resampled:
-                        resampled[cfg.sample_rate] = resampler(sample_rate, cfg.sample_rate)(wav)
-                    logmels[cfg.key] = log_mel_long(resampled[cfg.sample_rate], cfg)
-                lm = logmels[cfg.key]
-                hop = int(round(self.window_hop_seconds * cfg.frames_per_second)) if self.window_hop_seconds else None
-                starts = window_starts(lm.shape[-1], cfg.clip_frames, hop)
-                logits = self._run(m, lm, starts)  # [W, K]
+                wins = windows(logmels[m.features.key], m.features, self.window_hop_seconds)
+                out = model_probs(m.module, batches([wins], self.batch_windows), m.task, embeddings=embeddings)
+                p = out.clip_probs(1)[0]
+                family_sources.append(family_source(p, m.task, m.classes))
                 if m.task == TASK_LABELS:
-                    pw = torch.sigmoid(logits)  # [W, 200]
-                    p = pw.mean(dim=0)
                     label_probs.append(p)
-                    window_probs.append(pw)
-                    if starts_for_timeline is None:
-                        starts_for_timeline = (starts, cfg)
-                    fam = self._fold_families(p)
-                    family_sources.append(fam)
-                    tops.append(int(fam.argmax()))
-                    outputs.append(ModelOutput(m.name, m.member, m.task, _rank(self.label_names, p)))
-                else:
-                    p = torch.softmax(logits, dim=-1).mean(dim=0)
-                    full = torch.zeros(len(self.family_names))
-                    for i, c in enumerate(m.classes):
-                        full[self.family_names.index(c)] = p[i]
-                    family_sources.append(full)
-                    tops.append(int(full.argmax()))
-                    outputs.append(ModelOutput(m.name, m.member, m.task, _rank(m.classes, p)))
-            labels = (weighted_mean(label_probs, [m.family_weight for m in self.label_models]) if label_probs
-                      else torch.zeros(len(self.label_names)))
-            families = weighted_mean(family_sources, [m.family_weight for m in self.models])
-            fam_rank = _rank(self.family_names, families)
-            agreement = sum(t == int(families.argmax()) for t in tops) / len(tops)
-            windows: list[Window] = []
-            if timeline and starts_for_timeline is not None:
-                starts, cfg = starts_for_timeline
-                per_window = torch.stack([wp for wp in window_probs if wp.shape[0] == len(starts)]).mean(dim=0)
-                for s, pw in zip(starts, per_window):
-                    a = s / cfg.frames_per_second
-                    windows.append(Window(a, min(a + cfg.clip_seconds, duration), _rank(self.label_names, pw)[:5]))
+                    label_windows.append((wins, out.probs))
+                outputs.append(ModelOutput(m.name, m.member, m.task, _rank(m.classes, p)))
+                if embeddings:
+                    embedded[m.name] = out.clip_embeddings(1)[0]
+            fused = fuse(label_probs, family_sources, [m.family_weight for m in self.models],
+                         [m.family_weight for m in self.label_models])
+            labels = fused.labels if fused.labels is not None else torch.zeros(len(self.label_names))
+            top = int(fused.families.argmax())
+            agreement = sum(int(src.argmax()) == top for src in family_sources) / len(family_sources)
+            timeline_windows = self._timeline(label_windows, duration) if timeline else []
         ranked = _rank(self.label_names, labels)
         confident = self.confidence is None or self.confidence.confident(ranked[0].score)
         maybe = [] if confident else distinct_guesses([s.name for s in ranked], self.space.related)
-        return Prediction(ranked, fam_rank, outputs, agreement, duration, windows, time.perf_counter() - t0,
-                          confident, maybe)
+        return Prediction(ranked, _rank(self.family_names, fused.families), outputs, agreement, duration,
+                          timeline_windows, time.perf_counter() - t0, embedded, confident, maybe)
 
-    def _run(self, m: LoadedModel, logmel: torch.Tensor, starts: list[int]) -> torch.Tensor:
-        """One model over the windows at ``starts`` of a [M, T] log-mel -> float32 logits [W, K].
+    def _log_mels(self, wav: torch.Tensor, sample_rate: int) -> dict[str, torch.Tensor]:
+        """One log-mel per distinct front-end among the models (one resampling per distinct rate)."""
+        resampled: dict[int, torch.Tensor] = {}
+        out: dict[str, torch.Tensor] = {}
+        for m in self.models:
+            cfg = m.features
+            if cfg.key not in out:
+                if cfg.sample_rate not in resampled:
+                    resampled[cfg.sample_rate] = resample(wav, sample_rate, cfg.sample_rate)
+                out[cfg.key] = log_mel(resampled[cfg.sample_rate], cfg.sample_rate, cfg)
+        return out
 
-        Windows go through the network ``batch_windows`` at a time: one batch
-        for any clip up to a minute, and bounded memory for an hour-long file
-        (a window's first activation is ~8 MB).
-        """
-        cfg = m.features
-        out = []
-        for i in range(0, len(starts), self.batch_windows):
-            chunk = starts[i : i + self.batch_windows]
-            x = torch.stack([fit_frames(logmel, cfg.clip_frames, cfg.short, s) for s in chunk])
-            x = normalize(x, cfg).unsqueeze(1).contiguous(memory_format=torch.channels_last)
-            out.append(m.module(x).float())
-        return torch.cat(out) if len(out) > 1 else out[0]
-
-    def _fold_families(self, p: torch.Tensor) -> torch.Tensor:
-        """[200] label probabilities -> [6] family scores: the most probable label of each family."""
-        return fold_families(p, self._fold)
-
-
-def weighted_mean(sources: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
-    """The weighted mean of same-shape score tensors (equal weights when all are zero)."""
-    w = torch.tensor(weights, dtype=torch.float32)
-    if float(w.sum()) <= 0:
-        w = torch.ones_like(w)
-    return (torch.stack(sources) * (w / w.sum()).view(-1, *([1] * sources[0].dim()))).sum(dim=0)
+    def _timeline(self, label_windows: list[tuple], duration: float) -> list[Window]:
+        """Top labels of each window of the first label model (averaged with the label models cut alike)."""
+        if not label_windows:
+            return []
+        wins = label_windows[0][0]
+        per_window = torch.stack([p for _, p in label_windows if p.shape[0] == len(wins)]).mean(dim=0)
+        return [Window(a, b, _rank(self.label_names, pw)[:5]) for (a, b), pw in zip(wins.spans(duration), per_window)]
 
 
 def _fit_threads() -> None:
@@ -366,4 +326,3 @@ def _rank(names, probs: torch.Tensor) -> list[Scored]:
     """Scored classes in display order: most specific clear label first (:mod:`guesser.ranking`)."""
     p = probs.float().numpy()
     return [Scored(names[i], float(p[i])) for i in specific_first(tuple(names), p).tolist()]
-

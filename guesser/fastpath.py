@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import os
-from functools import lru_cache
 
 import torch
 import torch.nn as nn
@@ -40,10 +39,14 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
-@lru_cache(maxsize=1)
-def bf16_native() -> bool:
-    """Whether oneDNN runs bfloat16 convolutions natively on this CPU."""
+def bf16_native(device_type: str = "cpu") -> bool:
+    """Whether ``device_type`` does bfloat16 arithmetic natively: oneDNN on an AVX512-BF16/AMX CPU, an Ampere+ GPU.
+
+    The one test of it, for the app's fast path and the trainer's autocast alike.
+    """
     try:
+        if device_type == "cuda":
+            return bool(torch.cuda.is_bf16_supported())
         return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False

@@ -2,17 +2,20 @@
 
 A model must see at inference exactly what it saw in training, so there is one
 path from a waveform to what a model sees, and both the cache builder
-(``trainer.cache``) and the app (``guesser.ensemble``) go through it:
+(``trainer.cache_build``) and the app (``guesser.ensemble``) go through it:
 
-    waveform (any rate, any channels)
-      └─ log_mel()        mono, resample, |STFT|², mel (slaney), 10·log10(max(·, amin))
+    waveform (any rate, any channels, any length)
+      └─ log_mel()        mono, resample(), |STFT|², mel (slaney), 10·log10(max(·, amin))
            └─ [cache]     float16 frames, full clip length
       └─ fit_frames()     tile (short clip) or crop to the model's window
       └─ normalize()      (x - mean) / std with stats from the train split
 
-The log-mel is rounded to float16 precision at the source, so a clip's frames
-read back from the float16 cache are *bit-identical* to the frames the app
-computes live (the rounding is ~0.03 dB at 60 dB, far below anything audible).
+(:mod:`guesser.scoring` cuts the windows and runs the models.) The log-mel is
+rounded to float16 precision at the source, so a clip's frames read back from
+the float16 cache are *bit-identical* to the frames the app computes live (the
+rounding is ~0.03 dB at 60 dB, far below anything audible). Long inputs are
+resampled and transformed in chunks (bounded memory for an hour-long file);
+up to a minute, which covers every FSD50K clip, the whole signal is one chunk.
 
 Every setting lives in :class:`FeatureConfig`, which travels inside each
 checkpoint; ``FeatureConfig.key`` (every setting but the statistics) names the
@@ -31,7 +34,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +43,10 @@ ShortPolicy = Literal["tile", "pad", "noise"]
 NormPolicy = Literal["global", "per_mel", "none"]
 
 PAD_DB = -100.0
-"""What the ``pad`` policy fills a short clip's window with: 10·log10(1e-10), the floor of both presets."""
+"""What the ``pad`` policy fills a short clip's window with: 10·log10(1e-10), the floor of every preset."""
+
+LONG_CHUNK_SECONDS = 60.0
+"""Inputs longer than this are resampled and transformed in chunks of this length (bounded memory)."""
 
 
 @dataclass(frozen=True)
@@ -158,25 +164,33 @@ def to_mono(waveform: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 def resample(x: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    """Band-limited sinc resampling (torchaudio); a no-op when the rates agree."""
+    """[samples] -> [ceil(samples * new / orig)]: torchaudio's band-limited sinc resampling; a no-op when the rates agree.
+
+    The one resampler: its kernel is computed once per pair of rates, and long
+    inputs go through it in chunks (:class:`ChunkedResampler`).
+    """
     if orig_sr == new_sr:
         return x
-    import torchaudio.functional as AF
-
-    return AF.resample(x, orig_sr, new_sr)
+    return _resampler(int(orig_sr), int(new_sr))(x)
 
 
-def log_mel(waveform: np.ndarray | torch.Tensor, sample_rate: int, cfg: FeatureConfig) -> torch.Tensor:
-    """Waveform of any rate and channel count -> float32 log-mel [M, T], float16-exact.
+def log_mel(waveform: np.ndarray | torch.Tensor, sample_rate: int, cfg: FeatureConfig, *,
+            chunk_seconds: float | None = None) -> torch.Tensor:
+    """Waveform of any rate, channel count and length -> float32 log-mel [M, T], float16-exact.
 
     T = 1 + samples // hop at ``cfg.sample_rate`` (centred frames). Clips shorter
     than one FFT window are tiled up to it first, so even a 10 ms click has frames.
+    Beyond ``chunk_seconds`` (default a minute) the STFT runs chunk by chunk
+    (see :func:`_chunked_log_mel`).
     """
     x = resample(to_mono(waveform), sample_rate, cfg.sample_rate)
     if x.numel() == 0:
         raise ValueError("empty waveform")
     if x.numel() <= cfg.n_fft:
         x = x.repeat(cfg.n_fft // x.numel() + 1)
+    per_chunk = max(1, int((chunk_seconds or LONG_CHUNK_SECONDS) * cfg.sample_rate) // cfg.hop_length)
+    if 1 + x.numel() // cfg.hop_length > per_chunk:
+        return _chunked_log_mel(x, cfg, per_chunk)
     spec = torch.stft(
         x,
         n_fft=cfg.n_fft,
@@ -277,43 +291,23 @@ def normalize(x: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
     return (x - mean) / std
 
 
-def model_windows(
-    waveform: np.ndarray | torch.Tensor, sample_rate: int, cfg: FeatureConfig, hop_seconds: float | None = None
-) -> tuple[torch.Tensor, list[int]]:
-    """Waveform -> ([W, 1, M, clip_frames] normalised model inputs, window starts in frames).
-
-    One window for a clip up to the model's length (tiled if shorter); sliding
-    windows (half-overlapping unless ``hop_seconds``) for longer clips.
-    """
-    lm = log_mel(waveform, sample_rate, cfg)
-    hop = int(round(hop_seconds * cfg.frames_per_second)) if hop_seconds else None
-    starts = window_starts(lm.shape[-1], cfg.clip_frames, hop)
-    wins = torch.stack([fit_frames(lm, cfg.clip_frames, cfg.short, s) for s in starts])
-    return normalize(wins, cfg).unsqueeze(1), starts
-
-
 # ---------------------------------------------------------------- long inputs, bounded memory
 
-LONG_CHUNK_SECONDS = 60.0
 
+def _chunked_log_mel(x: torch.Tensor, cfg: FeatureConfig, per_chunk: int) -> torch.Tensor:
+    """:func:`log_mel` of a long signal already at ``cfg.sample_rate``, ``per_chunk`` frames at a time.
 
-def log_mel_long(x: torch.Tensor, cfg: FeatureConfig, chunk_seconds: float = LONG_CHUNK_SECONDS) -> torch.Tensor:
-    """:func:`guesser.features.log_mel` of a mono waveform already at ``cfg.sample_rate``, in bounded memory.
-
-    Up to ``chunk_seconds`` this *is* ``log_mel``. Beyond, the STFT's complex
-    frames (8 bytes × 513 bins × 86 frames per second: 1.3 GB for ten minutes)
-    would dominate memory, so the signal is reflect-padded once exactly as the
-    centred STFT pads it, and cut into chunks of whole frames, each transformed
-    with its own n_fft of context; frame t is computed from the same samples as
-    in one pass, and the result is bit-identical in tests (an FFT or matmul
-    library could round a last bit differently for another number of frames;
-    the float16 rounding of the log-mel absorbs such differences).
+    In one pass the STFT's complex frames (8 bytes × 513 bins × 86 frames per
+    second: 1.3 GB for ten minutes) would dominate memory, so the signal is
+    reflect-padded once exactly as the centred STFT pads it, and cut into
+    chunks of whole frames, each transformed with its own n_fft of context;
+    frame t is computed from the same samples as in one pass, and the result is
+    bit-identical in tests (an FFT or matmul library could round a last bit
+    differently for another number of frames; the float16 rounding of the
+    log-mel absorbs such differences).
     """
     hop = cfg.hop_length
-    per_chunk = max(1, int(chunk_seconds * cfg.sample_rate) // hop)
     n_frames = 1 + x.numel() // hop
-    if n_frames <= per_chunk or x.numel() <= cfg.n_fft:
-        return log_mel(x, cfg.sample_rate, cfg)
     half = cfg.n_fft // 2
     padded = torch.nn.functional.pad(x[None, None], (half, half), mode="reflect")[0, 0]
     out = []
@@ -332,19 +326,18 @@ def _log_mel_frames(seg: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
 
 
 @lru_cache(maxsize=8)
-def resampler(orig_sr: int, new_sr: int) -> "Callable[[torch.Tensor], torch.Tensor]":
-    """A resampler for one pair of rates, its sinc kernel computed once (not per call)."""
-    if orig_sr == new_sr:
-        return lambda x: x
+def _resampler(orig_sr: int, new_sr: int) -> "ChunkedResampler":
+    """The resampler for one pair of rates, its sinc kernel computed once (not per call)."""
     return ChunkedResampler(orig_sr, new_sr)
 
 
 class ChunkedResampler:
-    """torchaudio's sinc resampler, as :func:`guesser.features.resample` computes it, in bounded memory.
+    """torchaudio's sinc resampler in bounded memory: what :func:`resample` runs.
 
-    The same kernel (``torchaudio.transforms.Resample``, computed in float32 as
-    the functional form does): up to ``chunk_seconds`` of input the transform
-    itself runs, bit-identical to what the cache builder computed. Longer
+    The kernel of ``torchaudio.transforms.Resample``, computed in float32 as the
+    functional ``torchaudio.functional.resample`` computes it: up to
+    ``chunk_seconds`` of input the transform itself runs, bit-identical to the
+    functional form (and so to caches built before it was the one resampler). Longer
     inputs would make its strided ``conv1d`` unroll the whole signal at once
     (+870 MB for ten minutes at 44.1 kHz), so the padded signal is cut into
     runs of whole output blocks, each with the kernel's context: every output

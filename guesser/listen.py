@@ -10,6 +10,7 @@ stream of files.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -115,21 +116,11 @@ def run_listen(once: bool = False, json_out: bool = False, device: str | None = 
 
 
 def _loop(rec: Recorder, seconds: float, hop: float, emit: Callable[..., None], note, max_windows: int | None) -> int:
-    """Classify the last ``seconds`` every ``hop`` seconds; skip ahead rather than fall behind."""
-    n, step = int(seconds * rec.samplerate), max(1, int(hop * rec.samplerate))
-    origin = rec.total
+    """Classify the last ``seconds`` every ``hop`` seconds (:meth:`Recorder.windows`) until Ctrl-C."""
     note.print(f"listening on {rec.device_name}: a {seconds:g} s window every {hop:g} s; Ctrl-C to stop")
-    end = origin + n
-    done = 0
     try:
-        while max_windows is None or done < max_windows:
-            rec.wait_until(end)
-            if rec.total - end > step:  # classification slower than real time: jump to the newest window
-                end = rec.total
-            window = rec.read(end - n, end)
-            emit(window, (end - n - origin) / rec.samplerate, (end - origin) / rec.samplerate, must_hear=False)
-            done += 1
-            end += step
+        for heard in itertools.islice(rec.windows(seconds, hop), max_windows):
+            emit(heard.samples, heard.start, heard.end, must_hear=False)
     except KeyboardInterrupt:
         note.print("stopped")
     return 0

@@ -52,7 +52,8 @@ def make_fsd_tree(tmp_path: Path):
 @pytest.fixture(scope="session")
 def fsd_cache(fsd_root: Path, tmp_path_factory: pytest.TempPathFactory):
     from guesser.features import SEED_CNN
-    from trainer.cache import build_cache, find_cache
+    from trainer.cache import find_cache
+    from trainer.cache_build import build_cache
 
     out = tmp_path_factory.mktemp("cache")
     build_cache(fsd_root, out, SEED_CNN, jobs=1, progress=False)

@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 import torch
 
-import trainer.cache as cache_mod
+import trainer.cache_build as cache_mod
 from guesser.audio import load_audio
 from guesser.errors import DataError, GuesserError
 from guesser.features import SEED_CNN, resample, to_mono
-from trainer.cache import FeatureCache, build_cache, cache_dir, find_cache
+from trainer.cache import FeatureCache, cache_dir, find_cache
+from trainer.cache_build import build_cache
 from trainer.fsd50k import Fsd50k
 
 CHUNK = 4  # 45 clips -> 13 chunks: enough to interrupt in the middle
@@ -134,6 +135,7 @@ def test_build_keeps_the_callers_torch_threads(make_fsd_tree, tmp_path):
     assert torch.get_num_threads() == 2
 
 
+@pytest.mark.slow
 def test_parallel_workers_give_the_same_bytes(fsd_root: Path, reference: Path, tmp_path):
     res = build_cache(fsd_root, tmp_path, SEED_CNN, jobs=2, progress=False)
     assert_same_cache(res.directory, reference)
@@ -173,13 +175,14 @@ def test_a_crash_during_the_merge_resumes(fsd_root: Path, reference: Path, tmp_p
 
 KILL_SCRIPT = """
 import sys, time
-import trainer.cache as c
+import trainer.cache_build as c
 from guesser.features import SEED_CNN
 c.CHUNK = int(sys.argv[3])
 c.build_cache(sys.argv[1], sys.argv[2], SEED_CNN, jobs=1, progress=False, on_chunk=lambda s, i: time.sleep(0.03))
 """
 
 
+@pytest.mark.slow
 def test_kill_minus_9_then_rerun_equals_uninterrupted(fsd_root: Path, reference: Path, tmp_path):
     script = tmp_path / "build.py"
     script.write_text(KILL_SCRIPT)

@@ -195,3 +195,103 @@ def test_written_files_get_the_modes_of_the_umask_not_mkstemps_0600(tmp_path):
         assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+# ---------------------------------------------------------------- typed contracts: checked on read, one line
+
+
+def _header_file(path: Path, header) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"guesser": json.dumps(header)})
+    return path
+
+
+@pytest.mark.parametrize("change, expect", [
+    (lambda m: ["a", "list"], "not a guesser checkpoint"),
+    (lambda m: {**m, "format_version": "abc"}, "format_version 'abc'"),
+    (lambda m: {**m, "format_version": True}, "format_version True"),
+    (lambda m: {**m, "member": {}}, "member must be a non-empty string, got dict"),
+    (lambda m: {**m, "name": 7}, "name must be a non-empty string, got 7"),
+    (lambda m: {**m, "classes": "Bark"}, "classes must be a list of strings"),
+    (lambda m: {**m, "classes": [1, 2]}, "classes must be a list of strings"),
+    (lambda m: {**m, "features": [1]}, "features must be a JSON object, got list"),
+    (lambda m: {**m, "params": 1.5}, "params must be an integer, got 1.5"),
+    (lambda m: {**m, "trained_seconds": float("inf")}, "trained_seconds must be a finite number, got inf"),
+    (lambda m: {**m, "metrics": {"val_map": "high"}}, "metrics.val_map must be a finite number"),
+    (lambda m: {**m, "families_set": "7"}, "families_set must be one of 6, 5"),
+    (lambda m: {k: v for k, v in m.items() if k != "arch"}, "arch is missing"),
+])
+def test_a_bad_header_field_is_one_line_naming_it(tmp_path, make_model_checkpoint, change, expect):
+    from guesser.checkpoint import read_model_meta
+
+    meta = read_meta(make_model_checkpoint("cnn3"))
+    path = _header_file(tmp_path / "bad.safetensors", change(meta))
+    for read in (read_model_meta, load_model):
+        with pytest.raises(CheckpointError) as e:
+            read(path)
+        msg = str(e.value)
+        assert expect in msg and str(path) in msg and "\n" not in msg
+
+
+def test_model_meta_round_trips_and_keeps_unknown_fields(tmp_path, make_model_checkpoint):
+    from dataclasses import replace
+
+    from guesser.checkpoint import ModelMeta, load_model_checkpoint, read_model_meta, save_model_checkpoint
+
+    tensors, meta = load_model_checkpoint(make_model_checkpoint("family_cnn", "families"))
+    assert isinstance(meta, ModelMeta) and meta.task == "families" and meta.families_set == "6"
+    assert meta.score_name == "val_family_map" and meta.val_score == 0.0 and meta.random_weights
+    later = replace(meta, extra={"added_by_a_later_guesser": [1, 2]})
+    save_model_checkpoint(tmp_path / "m.safetensors", tensors, later)
+    again = read_model_meta(tmp_path / "m.safetensors")
+    assert again == later and read_meta(tmp_path / "m.safetensors")["added_by_a_later_guesser"] == [1, 2]
+
+
+@pytest.mark.parametrize("text, expect", [
+    ("[" * 200_000, "not a guesser models index (not JSON)"),
+    ('{"models": {"path": "a"}}', "no list of models"),
+    ("[]", "no list of models"),
+    ('{"version": "1", "models": []}', "version must be an integer"),
+    ('{"version": 9, "models": []}', "newer guesser"),
+    ('{"models": [["a.safetensors"]]}', "model 1: a models index entry must be a JSON object, got list"),
+    ('{"models": [{"path": 3}]}', "model 1: path must be a non-empty string, got 3"),
+    ('{"models": [{"name": "x"}]}', "model 1: path is missing"),
+    ('{"models": [{"path": "a", "family_weight": NaN}]}', "family_weight must be a finite number, got nan"),
+    ('{"models": [{"path": "a", "family_weight": Infinity}]}', "family_weight must be a finite number, got inf"),
+    ('{"models": [{"path": "a", "family_weight": -1}]}', "family_weight must be a finite number >= 0"),
+    ('{"models": [{"path": "a", "family_weight": "1"}]}', "family_weight must be a finite number"),
+    ('{"models": [{"path": "a", "task": "regression"}]}', "task must be one of labels, families"),
+    ('{"models": [{"path": "a", "val_score": [0.5]}]}', "val_score must be a finite number, got list"),
+])
+def test_a_bad_models_index_is_one_line(tmp_path, text, expect):
+    from guesser.checkpoint import ModelsIndex
+
+    path = tmp_path / "index.json"
+    path.write_text(text)
+    with pytest.raises(CheckpointError) as e:
+        ModelsIndex.read(path)
+    msg = str(e.value)
+    assert expect in msg and str(path) in msg and "\n" not in msg
+
+
+def test_a_deeply_nested_checkpoint_header_is_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "deep.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"guesser": "[" * 200_000})
+    with pytest.raises(CheckpointError, match="corrupt guesser metadata"):
+        read_meta(path)
+
+
+def test_the_models_index_round_trips(tmp_path):
+    from guesser.checkpoint import IndexEntry, ModelsIndex
+
+    index = ModelsIndex((IndexEntry("a/best.safetensors", "cnn4", "a", "labels", "val_map", 0.5),
+                         IndexEntry("b.safetensors", family_weight=0.25, eval={"split": "eval", "map": 0.4})))
+    path = index.write(tmp_path / "index.json")
+    assert ModelsIndex.read(path) == index
+    assert index.checkpoints(tmp_path) == [((tmp_path / "a/best.safetensors").resolve(), 1.0),
+                                           ((tmp_path / "b.safetensors").resolve(), 0.25)]
+    moved = index.with_weights(tmp_path, {(tmp_path / "a/best.safetensors").resolve(): 2.0})
+    assert [e.family_weight for e in moved.models] == [2.0, 0.25]

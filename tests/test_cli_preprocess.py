@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import trainer.cache as cache_mod
+import trainer.cache_build as cache_mod
 from guesser.cli import app
 from guesser.features import PANNS, SEED_CNN
 from trainer.cache import FeatureCache, cache_dir
@@ -95,6 +95,7 @@ def test_disk_full(tiny, tmp_path, monkeypatch):
     one_line_error(r, "disk full while writing")
 
 
+@pytest.mark.slow
 def test_shards_by_torchrun_env_and_by_flag_then_merge(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(cache_mod, "CHUNK", 2)  # 4 train, 2 val, 2 eval clips -> 4 chunks to share
     out = tmp_path / "c"
@@ -115,6 +116,7 @@ def test_shards_by_torchrun_env_and_by_flag_then_merge(tiny, tmp_path, monkeypat
     assert all((a / n).read_bytes() == (b / n).read_bytes() for n in names if n != "manifest.json")
 
 
+@pytest.mark.slow
 def test_real_subprocess(make_fsd_tree, tmp_path):
     tree = make_fsd_tree(bad=True, per_class=(1, 1, 1), classes=("piano", "engine"))
     out = tmp_path / "c"

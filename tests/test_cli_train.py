@@ -17,6 +17,8 @@ from guesser.ensemble import load_model
 from trainer.recipe import Recipe, shipped_names
 from trainkit import one_thread, tiny_recipe, write_recipe
 
+pytestmark = pytest.mark.slow  # real training through the CLI
+
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():

@@ -22,6 +22,8 @@ import torch.multiprocessing as mp
 
 from trainkit import same_tensors, tiny_recipe, write_recipe
 
+pytestmark = pytest.mark.slow  # DistributedDataParallel runs: torchrun and spawned ranks
+
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2
 
@@ -94,7 +96,7 @@ def test_weights_agree_across_ranks_and_rank_0_writes(spawned):
 
     state, meta = train_mod.load_state(out / "last.safetensors")
     assert all(torch.equal(state["model"][k], p0[k]) for k in p0)
-    assert meta["world_size"] == WORLD
+    assert meta.world_size == WORLD
     rows = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]  # one writer: no line twice
     agreed = lambda h: [{k: r[k] for k in ("epoch", "train_loss", "lr", "val_map")} for r in h]  # noqa: E731
@@ -119,3 +121,62 @@ def test_guesser_train_one_under_torchrun_trains_the_same_model(spawned, tmp_pat
     assert same_tensors(out / "best.safetensors", out_spawned / "best.safetensors") == []
     assert json.loads((out / "run.json").read_text())["world_size"] == WORLD
     assert np.isfinite(lines[-1]["val_map"])
+
+
+DRIVER = """
+import json, os, signal, sys
+from pathlib import Path
+
+import torch.distributed as dist
+
+import trainer.train as train_mod
+from guesser.cli import main
+
+real, calls = train_mod.make_batch, []
+
+
+def make_batch(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        signal.raise_signal(signal.SIGTERM)  # what torchrun sends every rank when it is stopped
+    return real(*args, **kwargs)
+
+
+train_mod.make_batch = make_batch
+report = Path(sys.argv[1]) / f"rank{os.environ['RANK']}.json"
+sys.argv = ["guesser", *sys.argv[2:]]
+try:
+    main()
+except SystemExit as e:
+    report.write_text(json.dumps({"code": e.code, "group_left": not dist.is_initialized()}))
+    raise
+"""
+
+
+@pytest.mark.slow
+def test_an_interrupted_torchrun_run_leaves_the_process_group_and_exits_cleanly(fsd_cache, tmp_path):
+    """SIGTERM mid-epoch: every rank saves at the same step, tears the group down and exits 130 (not SIGABRT)."""
+    import re
+
+    recipe_file = write_recipe(tmp_path / "ddp.toml", ddp_recipe())
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    reports, out = tmp_path / "reports", tmp_path / "run"
+    reports.mkdir()
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    cmd = [torchrun, "--nproc-per-node", str(WORLD), "--master-port", str(free_port()), "--monitor-interval", "3",
+           str(driver), str(reports), "train", "one", str(recipe_file), "--cache", str(fsd_cache.directory.parent),
+           "--out", str(out), "--device", "cpu", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    ranks = [json.loads((reports / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    assert ranks == [{"code": 130, "group_left": True}] * WORLD, proc.stderr[-3000:]
+    # (the agent looks at its ranks every 3 s: both have exited before it could stop the slower one)
+    assert proc.returncode != 0 and "SIGABRT" not in proc.stderr
+    assert set(re.findall(r"exitcode\s*:\s*(-?\d+)", proc.stderr)) <= {"130"}, proc.stderr[-3000:]
+    assert "error: interrupted at epoch 1 step 2; checkpoint saved" in proc.stderr
+    import trainer.train as train_mod
+
+    _, saved = train_mod.load_state(out / "last.safetensors")
+    assert (saved.counters["epoch"], saved.counters["step"]) == (0, 2) and saved.world_size == WORLD

@@ -27,6 +27,8 @@ from guesser.labels import FAMILIES_6, default_label_space
 from tinyruns import build_runs, copy_runs
 from trainer.evaluate import run_evaluate
 
+pytestmark = pytest.mark.slow  # trains tiny runs, then evaluates them
+
 SPACE = default_label_space()
 NAMES = SPACE.vocabulary.names
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from guesser.checkpoint import load_checkpoint
@@ -12,6 +13,7 @@ from guesser.cli import app
 from guesser.ensemble import Ensemble
 
 
+@pytest.mark.slow
 def test_export_halves_weights_keeps_metadata_and_predictions(light_model_index, tmp_path):
     from typer.testing import CliRunner
 

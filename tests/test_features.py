@@ -23,12 +23,18 @@ from guesser.features import (
     _mel_filters,
     fit_frames,
     log_mel,
-    model_windows,
     normalize,
     resample,
     to_mono,
     window_starts,
 )
+from guesser.scoring import windows
+
+
+def model_windows(samples, sample_rate: int, cfg: FeatureConfig, hop_seconds: float | None = None):
+    """What the app shows a model: ([W, 1, M, clip_frames] normalised inputs, window starts)."""
+    wins = windows(log_mel(samples, sample_rate, cfg), cfg, hop_seconds)
+    return wins.inputs(), list(wins.starts)
 
 @pytest.fixture(autouse=True, scope="module")
 def one_torch_thread():
@@ -328,12 +334,13 @@ def test_trainer_crops_equal_app_windows(fsd_cache, live, policy):
 
 def test_validation_windows_equal_app_windows(fsd_cache, live):
     """trainer.inference (validation, ``guesser evaluate``) cuts the same windows as the app."""
-    from trainer.inference import window_batches
+    from guesser.scoring import batches
+    from trainer.inference import split_windows
 
     cfg = fsd_cache.feature_config("global")
     split = fsd_cache.split("eval")
     got: dict[int, list[torch.Tensor]] = {}
-    for ids, x in window_batches(split, cfg, batch_size=7):
+    for ids, x in batches(split_windows(split, cfg), 7):
         for i, w in zip(ids.tolist(), x):
             got.setdefault(i, []).append(w)
     assert sorted(got) == list(range(len(split)))

@@ -50,6 +50,7 @@ def test_once_on_silence_is_an_error_with_its_own_exit_code():
     assert info.value.exit_code == 3
 
 
+@pytest.mark.slow
 def test_loop_classifies_sliding_windows_and_reports_silence():
     out = io.StringIO()
     clip = np.concatenate([chirp_clip(1.0), np.zeros(3 * SR, np.float32)])  # 1 s of sound in every 4 s
@@ -71,9 +72,9 @@ def test_bad_arguments_and_no_device_raise_one_line_errors():
 
 
 def test_cli_without_input_device_prints_one_line_and_fails(monkeypatch):
-    import guesser.recorder as recorder
+    import guesser.recorder.backends as backends
 
-    monkeypatch.setattr(recorder, "SoundDeviceBackend", lambda: ArrayBackend(devices=()))
+    monkeypatch.setattr(backends, "SoundDeviceBackend", lambda: ArrayBackend(devices=()))
     result = CliRunner().invoke(cli, ["listen", "--once", "--json"])
     assert result.exit_code == 1
     lines = [line for line in result.output.splitlines() if line.strip()]
@@ -82,9 +83,9 @@ def test_cli_without_input_device_prints_one_line_and_fails(monkeypatch):
 
 
 def test_cli_with_real_random_weight_models(monkeypatch, light_model_index):
-    import guesser.recorder as recorder
+    import guesser.recorder.backends as backends
 
-    monkeypatch.setattr(recorder, "SoundDeviceBackend", lambda: ArrayBackend(chirp_clip(), SR, speed=20))
+    monkeypatch.setattr(backends, "SoundDeviceBackend", lambda: ArrayBackend(chirp_clip(), SR, speed=20))
     result = CliRunner().invoke(cli, ["listen", "--once", "--json", "--seconds", "1", "-k", "3",
                                       "--models", str(light_model_index)])
     assert result.exit_code == 0, result.output

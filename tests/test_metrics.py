@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from guesser.ensemble import Ensemble
 from guesser.labels import FAMILIES_6, default_label_space, fold_families
+from guesser.scoring import family_source
 from trainer import metrics as M
 
 # ---------------------------------------------------------------- references
@@ -176,7 +175,7 @@ def test_fold_matches_loops_and_is_the_apps_fold():
     p = rng.random((5, len(fm))).astype(np.float32)
     folded = fold_families(p, fm)
     assert np.allclose(folded, fold_by_hand(p))
-    app = Ensemble._fold_families(SimpleNamespace(_fold=torch.from_numpy(fm)), torch.from_numpy(p[2]))
+    app = family_source(torch.from_numpy(p[2]), "labels", default_label_space().vocabulary.names)
     assert np.allclose(app.numpy(), folded[2])
 
 

@@ -125,6 +125,7 @@ def official_embedding(sd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Te
     return F.relu(F.linear(x, sd["fc1.weight"], sd["fc1.bias"]))
 
 
+@pytest.mark.slow
 def test_cnn6_loads_official_checkpoint_and_replaces_head(tmp_path):
     sd = official_cnn6_state()
     path = tmp_path / "Cnn6_mAP=0.343.pth"

@@ -20,6 +20,8 @@ from tinyruns import build_runs, copy_runs
 from trainer.evaluate import run_evaluate
 from trainer.report import REFERENCES, run_report
 
+pytestmark = pytest.mark.slow  # trains tiny runs for the report
+
 
 @pytest.fixture(scope="module")
 def runs(fsd_cache, tmp_path_factory) -> Path:

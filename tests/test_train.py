@@ -26,6 +26,8 @@ from guesser.labels import FAMILIES_6, default_label_space
 from trainer.train import TrainingInterrupted, train
 from trainkit import one_thread, one_thread_env, same_tensors, tiny_recipe, without_time, write_recipe
 
+pytestmark = pytest.mark.slow  # real training runs
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 
 from guesser.game import HighScores
-from guesser.recorder import ArrayBackend, FakePlayer, PermissionDeniedError
+from guesser.recorder import ArrayBackend, PermissionDeniedError
 from guesser.tui.app import GuesserApp, file_settings
 from guesser.tui.problems import LOST, NO_DEVICE, NO_MODELS, PERMISSION, SILENT
 from guesser.tui.screens.error import ErrorScreen
@@ -28,7 +28,9 @@ from guesser.tui.screens.results import ResultsScreen
 from guesser.tui.session import Settings
 from guesser.tui.widgets import HistoryList, Ranking
 from guesser.tui.widgets.record_panel import RecordPanel
-from tuikit import FakeEnsemble, chirp_clip, pilot_test, until
+from tuikit import FakeEnsemble, FakePlayer, chirp_clip, pilot_test, until
+
+pytestmark = pytest.mark.slow  # the app driven by keys, seconds a test
 
 SR = 22050
 SIZE = (100, 32)

@@ -10,6 +10,8 @@ and look at the SVGs before committing them.
 
 from __future__ import annotations
 
+import pytest
+
 from guesser.recorder import ArrayBackend
 from guesser.tui.screens.error import ErrorScreen
 from guesser.tui.screens.game import GameScreen
@@ -18,6 +20,8 @@ from guesser.tui.screens.results import ResultsScreen
 from guesser.tui.widgets import LevelMeter
 from test_tui_app import make_app, ready
 from tuikit import until
+
+pytestmark = pytest.mark.slow  # the app rendered to SVG
 
 SIZE = (100, 32)
 

@@ -21,6 +21,8 @@ from trainer.train import TrainingDiverged
 from trainer.tune import BEST_RECIPE, DEFAULT_AUGMENT, SearchSpace, apply_params, run_tuning, scale_augment
 from trainkit import one_thread, tiny_recipe
 
+pytestmark = pytest.mark.slow  # an Optuna study of real trials
+
 
 SPACE = SearchSpace(lr=(1e-4, 3e-3), dropout=(0.0, 0.5), batch_sizes=(4, 8), aug_strength=(0.0, 1.5))
 

@@ -31,6 +31,21 @@ def ranked(top: Sequence[str], names: Sequence[str]) -> list[Scored]:
     return first + [Scored(n, round(low * (1 - (i + 1) / (len(rest) + 1)), 4)) for i, n in enumerate(rest)]
 
 
+class FakePlayer:
+    """Remembers what it was asked to play (a :class:`guesser.recorder.Player` without a sound card)."""
+
+    available = True
+
+    def __init__(self) -> None:
+        self.played: list[tuple[np.ndarray, int]] = []
+
+    def play(self, samples: np.ndarray, samplerate: int) -> None:
+        self.played.append((np.asarray(samples), samplerate))
+
+    def stop(self) -> None:
+        pass
+
+
 class FakeEnsemble:
     """``predict`` answers the next queued ranking (or ``top``); ``calls`` keeps every waveform it got."""
 

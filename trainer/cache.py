@@ -1,4 +1,4 @@
-"""The consolidated, memory-mapped log-mel cache.
+"""The consolidated, memory-mapped log-mel cache: its layout, and the reader training uses.
 
 The student project kept one tensor file per clip (51k files, ~8 GB) that were
 slow to copy and to open. Here every split is one float16 array of all its
@@ -14,14 +14,7 @@ frames plus an index of offsets, lengths and targets::
       manifest.json               written last: the cache is complete
       plan.json, parts/           only while building: what is being built, finished chunks
 
-Building is split into chunks of clips; each chunk becomes a part file written
-atomically by a worker process. A rerun skips finished parts, so a build killed
-at any point (``kill -9`` included) resumes and ends byte-identical to an
-uninterrupted one; ``--shard i/n`` builds every n-th chunk so several machines
-can share the work, and the last one to finish (or ``--merge``) joins the parts.
-``plan.json`` records which clips (and chunk size) the parts belong to, so a
-rerun against other data refuses to mix them. Clips are stored at full length;
-the loader crops or tiles at train time.
+The builder (workers, plan, locks, merge) is :mod:`trainer.cache_build`.
 
 Each clip is stored mel-major (``[M, T]``, the shape a model sees), so a
 training crop is M contiguous row slices and one float16 -> float32
@@ -31,26 +24,15 @@ from time-major frames. Caches of layout 1 (time-major ``[sum T, M]``) still ope
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
-import multiprocessing as mp
-import os
-import shutil
-import socket
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
-from guesser.checkpoint import atomic_write, atomic_write_text
-from guesser.errors import DataError, GuesserError
+from guesser.errors import DataError
 from guesser.features import PAD_DB, FeatureConfig, ShortPolicy, noise_fill
-from trainer.fsd50k import SPLITS, Fsd50k
 
-CHUNK = 32
 CACHE_VERSION = 2  # 2: clips stored as mel-major [M, T] blocks; 1: time-major [sum T, M] (still readable)
 READABLE_VERSIONS = (1, 2)
 
@@ -59,374 +41,9 @@ def cache_dir(out: str | Path, cfg: FeatureConfig) -> Path:
     return Path(out) / cfg.key
 
 
-@dataclass
-class BuildResult:
-    directory: Path
-    clips: dict[str, int] = field(default_factory=dict)
-    skipped: list[dict] = field(default_factory=list)
-    merged: bool = False
-    seconds: float = 0.0
-    merging_elsewhere: bool = False  # every part exists, but another process holds the merge lock
-
-
-# ---------------------------------------------------------------- workers
-
-def _init_worker() -> None:
-    """Pool initializer: one torch thread per worker process (the workers are the parallelism)."""
-    import torch
-
-    torch.set_num_threads(1)
-
-
-def _worker_context() -> mp.context.BaseContext:
-    """Where workers come from: never a fork of this process, which may hold torch's threads.
-
-    A forkserver (a fresh interpreter that imports this module once, then
-    forks each worker) starts N workers for the price of one torch import
-    instead of N; spawn where there is no forkserver (Windows).
-    """
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    return ctx
-
-
-def _compute_chunk(task: tuple) -> tuple[str, int, int, list[tuple[str, str]]]:
-    """Worker: decode + log-mel one chunk of clips and write its part file atomically.
-
-    A clip that cannot be used is recorded with its reason and the chunk goes
-    on: one bad file among 51k must not stop a build that takes an hour.
-    """
-    split, chunk_id, items, cfg_dict, part_path = task
-    from guesser.audio import load_audio
-    from guesser.errors import AudioError
-    from guesser.features import log_mel
-
-    cfg = FeatureConfig.from_dict(cfg_dict)
-    frames, lengths, fnames, failed = [], [], [], []
-    for fname, path in items:
-        if path is None:
-            failed.append((fname, "audio file not found"))
-            continue
-        try:
-            audio = load_audio(path)
-            lm = log_mel(audio.samples, audio.sample_rate, cfg)  # [M, T]
-        except AudioError as e:
-            failed.append((fname, str(e).split(": ", 1)[-1]))
-            continue
-        except Exception as e:  # noqa: BLE001 - a decoder or resampler crash on one odd file
-            failed.append((fname, f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")))
-            continue
-        frames.append(lm.numpy().astype(np.float16).ravel())  # the [M, T] block, row after row
-        lengths.append(lm.shape[1])
-        fnames.append(fname)
-    arr = np.concatenate(frames) if frames else np.zeros(0, np.float16)
-
-    def write(p: Path) -> None:
-        with open(p, "wb") as f:
-            np.savez(
-                f,
-                frames=arr,
-                lengths=np.asarray(lengths, np.int64),
-                fnames=np.asarray(fnames, dtype=str),
-                failed=np.asarray([a for a, _ in failed], dtype=str),
-                reasons=np.asarray([b for _, b in failed], dtype=str),
-            )
-
-    _guard_disk(lambda: atomic_write(Path(part_path), write), part_path)
-    return split, chunk_id, len(items), failed
-
-
-def _guard_disk(fn: Callable[[], None], what) -> None:
-    try:
-        fn()
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise GuesserError(f"disk full while writing {what}; free some space and rerun: finished parts are kept") from None
-        raise
-
-
-# ---------------------------------------------------------------- building
-
-def _parts_dir(d: Path) -> Path:
-    return d / "parts"
-
-
-def _part_path(d: Path, split: str, chunk: int) -> Path:
-    return _parts_dir(d) / f"{split}-{chunk:06d}.npz"
-
-
-def _chunks(n: int) -> int:
-    return (n + CHUNK - 1) // CHUNK
-
-
 def is_complete(d: Path) -> bool:
     return (d / "manifest.json").is_file()
 
-
-def build_cache(
-    data_root: str | Path,
-    out: str | Path,
-    cfg: FeatureConfig,
-    *,
-    jobs: int | None = None,
-    shard: tuple[int, int] = (0, 1),
-    splits: Iterable[str] = SPLITS,
-    merge: bool = True,
-    progress: bool = True,
-    on_chunk: Callable[[str, int], None] | None = None,
-) -> BuildResult:
-    """Build (or resume) the cache for ``cfg`` under ``out``; see the module doc.
-
-    ``shard=(i, n)`` builds chunks ``c`` with ``c % n == i``; the parts are
-    merged once every chunk of every split exists (by whichever shard finishes
-    last, or by a later call with ``merge=True``). ``on_chunk`` is called after
-    each finished chunk (tests use it to simulate a crash).
-    """
-    t0 = time.perf_counter()
-    cfg = FeatureConfig.from_dict({**cfg.to_dict(), "mean": None, "std": None})
-    ds = Fsd50k.open(data_root)
-    d = cache_dir(out, cfg)
-    result = BuildResult(d)
-    if is_complete(d):
-        manifest = json.loads((d / "manifest.json").read_text())
-        result.clips = manifest["clips"]
-        result.skipped = json.loads((d / "report.json").read_text())["skipped"]
-        result.merged = True
-        _cleanup(d)  # a build killed between its manifest and its clean-up
-        return result
-    splits = list(splits)
-    _guard_disk(lambda: _parts_dir(d).mkdir(parents=True, exist_ok=True), d)
-    _check_plan(d, ds, splits)
-    feat_file = d / "features.json"
-    if not feat_file.exists():
-        _guard_disk(lambda: atomic_write_text(feat_file, json.dumps(cfg.to_dict(), indent=1)), feat_file)
-
-    i, n = shard
-    tasks = []
-    for split in splits:
-        clips = ds.splits[split].clips
-        for c in range(_chunks(len(clips))):
-            if c % n != i or _part_path(d, split, c).exists():
-                continue
-            items = [(cl.fname, str(cl.path) if cl.path else None) for cl in clips[c * CHUNK : (c + 1) * CHUNK]]
-            tasks.append((split, c, items, cfg.to_dict(), str(_part_path(d, split, c))))
-    total = sum(len(t[2]) for t in tasks)
-    _run_tasks(tasks, total, jobs or os.cpu_count() or 1, progress, on_chunk, f"log-mel {cfg.key}")
-
-    if merge and all(_part_path(d, s, c).exists() for s in splits for c in range(_chunks(len(ds.splits[s])))):
-        lock = d / ".merge.lock"
-        if not _take_lock(lock):
-            result.merging_elsewhere = True
-            return result
-        try:
-            result = merge_parts(ds, d, cfg, splits)
-        finally:
-            lock.unlink(missing_ok=True)
-    result.seconds = time.perf_counter() - t0
-    return result
-
-
-def _plan(ds: Fsd50k, splits: list[str]) -> dict:
-    """What the part files of a build belong to: chunk size and each split's fnames (hashed)."""
-    out: dict = {"version": CACHE_VERSION, "chunk": CHUNK, "splits": {}}
-    for s in splits:
-        fnames = [c.fname for c in ds.splits[s].clips]
-        out["splits"][s] = {"clips": len(fnames), "fnames_sha1": hashlib.sha1("\n".join(fnames).encode()).hexdigest()}
-    return out
-
-
-def _check_plan(d: Path, ds: Fsd50k, splits: list[str]) -> None:
-    """Refuse to resume (or to join as a shard) a build of other clips: its parts would be mixed in."""
-    plan = _plan(ds, splits)
-    path = d / "plan.json"
-    if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except ValueError:
-            old = None
-        if old != plan:
-            raise DataError(
-                f"{d}: holds an unfinished build of other data (different clips, splits or chunk size); "
-                f"delete {d} or choose another --out"
-            )
-        return
-    _guard_disk(lambda: atomic_write_text(path, json.dumps(plan, indent=1, sort_keys=True)), path)
-
-
-def _take_lock(lock: Path) -> bool:
-    """Create the merge lock; a lock left by a dead process on this host (``kill -9``) is taken over."""
-    me = f"{socket.gethostname()} {os.getpid()}"
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                host, pid = lock.read_text().split()
-            except (OSError, ValueError):
-                host, pid = "", "0"  # empty: its writer died between create and write
-            if host not in ("", socket.gethostname()) or _alive(int(pid)):
-                return False
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        return True
-    return False
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _run_tasks(tasks, total, jobs, progress, on_chunk, title) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-
-    columns = [
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[rate]:>7.1f} clips/s"),
-        TimeRemainingColumn(),
-    ]
-    from rich.console import Console
-
-    t0 = time.perf_counter()
-    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
-        job = bar.add_task(title, total=total, rate=0.0)
-        done = 0
-
-        def finished(res) -> None:
-            nonlocal done
-            split, chunk, count, _ = res
-            done += count
-            bar.update(job, advance=count, rate=done / max(time.perf_counter() - t0, 1e-9))
-            if on_chunk:
-                on_chunk(split, chunk)
-
-        if jobs <= 1 or len(tasks) <= 1:
-            import torch
-
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # as a worker does; restored for the caller (a trainer, a test)
-            try:
-                for t in tasks:
-                    finished(_compute_chunk(t))
-            finally:
-                torch.set_num_threads(threads)
-        else:
-            ctx = _worker_context()
-            with ctx.Pool(min(jobs, len(tasks)), initializer=_init_worker) as pool:
-                for res in pool.imap_unordered(_compute_chunk, tasks):
-                    finished(res)
-
-
-def merge_parts(ds: Fsd50k, d: Path, cfg: FeatureConfig, splits: list[str]) -> BuildResult:
-    """Join the part files of every split into one memory-mapped array + index; compute train stats.
-
-    Parts are opened one at a time (the real FSD50K has ~1600 of them: more
-    than a default ``ulimit -n``), and frames are appended with plain writes,
-    not through a memmap, so a full disk is an ``ENOSPC`` error rather than a
-    ``SIGBUS`` that kills the process.
-    """
-    result = BuildResult(d, merged=True)
-    skipped: list[dict] = []
-    vocab = np.asarray(ds.vocabulary.names, dtype=str)
-    for split in splits:
-        clips = ds.splits[split].clips
-        paths = [_part_path(d, split, c) for c in range(_chunks(len(clips)))]
-        lengths_l, fnames_l = [np.zeros(0, np.int64)], [np.zeros(0, str)]
-        for path in paths:
-            with np.load(path, allow_pickle=False) as p:
-                lengths_l.append(p["lengths"])
-                fnames_l.append(p["fnames"])
-                skipped += [{"split": split, "fname": str(f), "reason": str(r)} for f, r in zip(p["failed"], p["reasons"])]
-        lengths = np.concatenate(lengths_l).astype(np.int64)
-        fnames = np.concatenate(fnames_l)
-        offsets = (np.cumsum(lengths) - lengths).astype(np.int64)
-        total = int(lengths.sum())
-
-        def write_frames(out: Path, paths=paths, total=total) -> None:
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f2")), "fortran_order": False,
-                      "shape": (total * cfg.n_mels,)}
-            with open(out, "wb") as f:
-                np.lib.format.write_array_header_2_0(f, header)
-                for path in paths:
-                    with np.load(path, allow_pickle=False) as p:
-                        fr = p["frames"]
-                        if fr.ndim != 1:
-                            raise DataError(f"{path}: a part written by an older guesser; delete {_parts_dir(d)} and rerun")
-                        f.write(np.ascontiguousarray(fr, dtype="<f2").tobytes())
-
-        _guard_disk(lambda: atomic_write(d / f"{split}.frames.npy", write_frames), d / f"{split}.frames.npy")
-        by_name = {c.fname: c.labels for c in clips}
-        targets = np.zeros((len(fnames), len(vocab)), np.uint8)
-        for k, f in enumerate(fnames):
-            targets[k, list(by_name[str(f)])] = 1
-
-        def write_index(p: Path, fnames=fnames, offsets=offsets, lengths=lengths, targets=targets) -> None:
-            with open(p, "wb") as f:
-                np.savez(f, fnames=fnames, offsets=offsets, lengths=lengths, targets=targets, vocabulary=vocab)
-
-        _guard_disk(lambda: atomic_write(d / f"{split}.index.npz", write_index), d / f"{split}.index.npz")
-        result.clips[split] = int(len(fnames))
-    if "train" in splits:
-        train = FeatureCache(d, cfg, {}, {}).split("train")
-        stats = frame_stats(train.blocks())
-        if stats is not None:  # no train frames (every clip skipped): no stats, and training says so
-            _guard_disk(lambda: atomic_write_text(d / "stats.json", json.dumps(stats)), d / "stats.json")
-    _guard_disk(lambda: atomic_write_text(d / "report.json", json.dumps({"skipped": skipped}, indent=1)), d / "report.json")
-    nbytes = sum(f.stat().st_size for f in d.glob("*.npy")) + sum(f.stat().st_size for f in d.glob("*.npz"))
-    manifest = {"version": CACHE_VERSION, "feature_key": cfg.key, "clips": result.clips, "bytes": nbytes, "data_root": str(ds.root)}
-    _guard_disk(lambda: atomic_write_text(d / "manifest.json", json.dumps(manifest, indent=1)), d / "manifest.json")
-    _cleanup(d)
-    result.skipped = skipped
-    return result
-
-
-def _cleanup(d: Path) -> None:
-    """Remove what only a build needs (parts, plan, temporaries of a killed merge) once the manifest exists."""
-    shutil.rmtree(_parts_dir(d), ignore_errors=True)
-    (d / "plan.json").unlink(missing_ok=True)
-    for tmp in d.glob(".*.tmp"):  # atomic_write's temporaries, left by a merge killed mid-write
-        tmp.unlink(missing_ok=True)
-
-
-def frame_stats(blocks: Iterable[np.ndarray]) -> dict | None:
-    """Mean/std of all frames, globally and per mel bin, from [M, T] blocks (float64 sums); None if no frames."""
-    n = 0
-    s: np.ndarray | float = 0.0
-    ss: np.ndarray | float = 0.0
-    for block in blocks:
-        x = np.asarray(block, np.float64)
-        n += x.shape[1]
-        s = s + x.sum(1)
-        ss = ss + np.square(x).sum(1)
-    if n == 0:
-        return None
-    s, ss = np.asarray(s), np.asarray(ss)
-    mean = s / n
-    var = np.maximum(ss / n - mean**2, 1e-12)
-    g_mean = float(s.sum() / (n * len(s)))
-    g_var = float(max(ss.sum() / (n * len(s)) - g_mean**2, 1e-12))
-    return {
-        "frames": int(n),
-        "global": {"mean": [g_mean], "std": [g_var**0.5]},
-        "per_mel": {"mean": mean.tolist(), "std": np.sqrt(var).tolist()},
-    }
-
-
-# ---------------------------------------------------------------- reading
 
 @dataclass
 class CachedSplit:
@@ -562,8 +179,6 @@ class FeatureCache:
 
     def feature_config(self, norm: str = "global") -> FeatureConfig:
         """The cache's FeatureConfig with the train statistics for ``norm`` filled in."""
-        from dataclasses import replace
-
         cfg = replace(self.features, norm=norm)
         if norm == "none":
             return cfg

@@ -9,10 +9,10 @@ averaged: what ``guesser classify`` does), and every metric of
   per-label thresholds tuned on the *validation* split, and the family scores
   their labels fold into (family mAP, top-family accuracy, confusion matrix);
 * family models: family mAP, accuracy, macro F1, confusion matrix;
-* the ensemble of the evaluated models, combined as :mod:`guesser.ensemble`
-  combines them (mean label probabilities; families = weighted mean of the folded
-  label scores and the family models' softmax, the family models' weight chosen on
-  val), when more than one model is evaluated.
+* the ensemble of the evaluated models, combined by :func:`guesser.scoring.fuse`,
+  the function the app's ensemble calls (mean label probabilities; families =
+  weighted mean of the folded label scores and the family models' softmax, the
+  family models' weight chosen on val), when more than one model is evaluated.
 
 Results go next to each checkpoint (``<run>/eval.json``; ``eval_val.json`` for
 ``--split val``) and ``ensemble_eval.json`` beside the models index: everything
@@ -32,12 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from guesser.checkpoint import atomic_write_text
-from guesser.ensemble import INDEX_NAME, LoadedModel, load_model, resolve_models, weighted_mean
+from guesser.checkpoint import INDEX_NAME, ModelsIndex, atomic_write_text
+from guesser.ensemble import LoadedModel, load_model, resolve_models
 from guesser.errors import CheckpointError, DataError, GuesserError
-from guesser.features import FeatureConfig
-from guesser.labels import FAMILIES_6, FAMILY_SETS, LabelSpace, Vocabulary, default_label_space, fold_families
+from guesser.labels import FAMILIES_6, FAMILY_SETS, LabelSpace, Vocabulary, default_label_space
 from guesser.models import TASK_FAMILIES, TASK_LABELS
+from guesser.scoring import family_source, fuse
 from trainer import metrics as M
 from trainer.fsd50k import family_targets
 
@@ -193,16 +193,21 @@ def merge(*sections: dict) -> dict:
     return out
 
 
+def families_of(run: ModelRun, which: str = "split") -> np.ndarray:
+    """[N, 6] family scores of one model on a split, as the app's ensemble computes them."""
+    probs = torch.from_numpy(np.ascontiguousarray(getattr(run, which).probs, np.float32))
+    return family_source(probs, run.model.task, run.model.classes).numpy()
+
+
 def evaluate_labels_model(run: ModelRun) -> dict:
     space = label_space(run.model.classes)
-    fm = space.family_matrix(FAMILIES_6)
     soft = family_targets(run.split.targets, space, "6")
-    return merge(label_section(run.split, run.val, space), family_section(soft, fold_families(run.split.probs, fm), FAMILIES_6))
+    return merge(label_section(run.split, run.val, space), family_section(soft, families_of(run), FAMILIES_6))
 
 
 def evaluate_families_model(run: ModelRun) -> dict:
     classes = run.model.classes
-    fam_set = run.model.meta.get("families_set") or ("6" if len(classes) == 6 else "5")
+    fam_set = run.model.meta.families_set or ("6" if len(classes) == 6 else "5")
     if FAMILY_SETS.get(fam_set) != classes:
         raise CheckpointError(f"{run.model.path}: families {list(classes)} are not guesser's {fam_set}-family set")
     soft = family_targets(run.split.targets, label_space(default_label_space().vocabulary.names), fam_set)
@@ -214,40 +219,24 @@ def ensemble_scores(runs: list[ModelRun], which: str,
                     family_weights: dict[str, float] | None = None) -> tuple[Scores | None, Scores]:
     """(label probabilities or None, family scores [N, 6]) over the clips every model scored.
 
-    Each model counts with its weight (``family_weight`` from the index, or
-    ``family_weights[name]`` when given), in the label mean and in the family
-    mean alike, as the app does.
+    Fused by :func:`guesser.scoring.fuse`, as the app fuses: each model counts
+    with its weight (``family_weights[name]`` when given, else its index
+    weight) in the label mean and the family mean alike.
     """
-    parts = [getattr(r, which) for r in runs if getattr(r, which) is not None]
-    common = parts[0].fnames
-    for s in parts[1:]:
-        common = common[np.isin(common, s.fnames)]
-    labels, families, weights, label_weights = [], [], [], []
-    fm = None
-    for r in runs:
-        s = getattr(r, which)
-        if s is None:
-            continue
-        s = s.take(common)
-        if r.model.task == TASK_LABELS:
-            fm = fm if fm is not None else label_space(r.model.classes).family_matrix(FAMILIES_6)
-            labels.append(s)
-            families.append(fold_families(s.probs, fm))
-            weights.append(r.model.family_weight if family_weights is None else family_weights.get(r.model.name, 1.0))
-            label_weights.append(weights[-1])
-        else:
-            full = np.zeros((len(common), len(FAMILIES_6)), np.float32)
-            for i, c in enumerate(r.model.classes):
-                full[:, FAMILIES_6.index(c)] = s.probs[:, i]
-            families.append(full)
-            weights.append(r.model.family_weight if family_weights is None else family_weights.get(r.model.name, 1.0))
-    targets = parts[0].take(common).targets
-    lab = None
-    if labels:
-        lw = [torch.from_numpy(np.ascontiguousarray(s.probs, np.float32)) for s in labels]
-        lab = Scores(common, weighted_mean(lw, label_weights).numpy(), targets)
-    fam = weighted_mean([torch.from_numpy(np.ascontiguousarray(f, np.float32)) for f in families], weights)
-    return lab, Scores(common, fam.numpy(), targets)
+    used = [r for r in runs if getattr(r, which) is not None]
+    common = getattr(used[0], which).fnames
+    for r in used[1:]:
+        common = common[np.isin(common, getattr(r, which).fnames)]
+    aligned = [ModelRun(r.model, getattr(r, which).take(common), None, r.cache) for r in used]
+    labels = [torch.from_numpy(np.ascontiguousarray(a.split.probs, np.float32))
+              for a in aligned if a.model.task == TASK_LABELS]
+    weights = [a.model.family_weight if family_weights is None else family_weights.get(a.model.name, a.model.family_weight)
+               for a in aligned]
+    label_weights = [w for a, w in zip(aligned, weights) if a.model.task == TASK_LABELS]
+    fused = fuse(labels, [torch.from_numpy(families_of(a)) for a in aligned], weights, label_weights)
+    targets = aligned[0].split.targets
+    lab = Scores(common, fused.labels.numpy(), targets) if fused.labels is not None else None
+    return lab, Scores(common, fused.families.numpy(), targets)
 
 
 def family_map(families: Scores, space: LabelSpace) -> float:
@@ -304,13 +293,8 @@ def evaluate_ensemble(runs: list[ModelRun]) -> dict:
 
 def record_family_weights(index: Path, runs: list[ModelRun], weights: dict[str, float]) -> None:
     """Write the chosen weights into the family models' entries of the models index (the app reads them)."""
-    data = json.loads(index.read_text())
-    by_path = {r.model.path.resolve(): weights[r.model.name] for r in runs if r.model.name in weights}
-    for e in data["models"]:
-        w = by_path.get((index.parent / e["path"]).resolve())
-        if w is not None:
-            e["family_weight"] = w
-    atomic_write_text(index, json.dumps(data, indent=1))
+    chosen = {r.model.path.resolve(): weights[r.model.name] for r in runs if r.model.name in weights}
+    ModelsIndex.read(index).with_weights(index.parent, chosen).write(index)
 
 
 # ---------------------------------------------------------------- JSON
@@ -333,9 +317,9 @@ def jsonable(x):
 
 def model_header(run: ModelRun, split: str) -> dict:
     m = run.model
-    return {"version": RESULT_VERSION, "kind": m.task, "name": m.name, "member": m.member, "arch": m.meta.get("arch"),
+    return {"version": RESULT_VERSION, "kind": m.task, "name": m.name, "member": m.member, "arch": m.meta.arch,
             "task": m.task, "checkpoint": str(m.path), "run": str(m.path.parent), "split": split,
-            "cache": str(run.cache), "clips": int(len(run.split.fnames)), "params": m.meta.get("params"),
+            "cache": str(run.cache), "clips": int(len(run.split.fnames)), "params": m.meta.params,
             "thresholds_from": "val" if m.task == TASK_LABELS else None,
             "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
@@ -358,8 +342,7 @@ def grouped(run_scores: Scores, label_probs: np.ndarray | None, family_probs: np
 
 def model_groups(run: ModelRun, groups: dict[str, str], synthetic: tuple[str, ...]) -> dict:
     if run.model.task == TASK_LABELS:
-        fm = label_space(run.model.classes).family_matrix(FAMILIES_6)
-        return grouped(run.split, run.split.probs, fold_families(run.split.probs, fm), FAMILIES_6, groups, synthetic)
+        return grouped(run.split, run.split.probs, families_of(run), FAMILIES_6, groups, synthetic)
     return grouped(run.split, None, run.split.probs, run.model.classes, groups, synthetic)
 
 
@@ -370,12 +353,12 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
 
     ``groups`` (``FILE.csv:COLUMN``) adds per-group scores to every result (:mod:`trainer.groups`).
     """
+    from rich.console import Console
+
     from trainer.groups import SYNTHETIC_DEFAULT, load_groups
 
     group_of = load_groups(groups) if groups else None
     synthetic = tuple(synthetic) if synthetic is not None else SYNTHETIC_DEFAULT
-    from rich.console import Console
-
     from trainer.train import pick_device
 
     if split not in SPLITS:
@@ -416,7 +399,7 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
         header = {"version": RESULT_VERSION, "kind": "ensemble", "name": "ensemble", "member": "ensemble",
                   "task": "ensemble", "split": split, "models": [r.model.name for r in evaluated],
                   "checkpoints": [str(r.model.path) for r in evaluated],
-                  "params": sum(int(r.model.meta.get("params") or 0) for r in evaluated),
+                  "params": sum(r.model.meta.params or 0 for r in evaluated),
                   "thresholds_from": "val", "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         result = jsonable(header | body)
         if "family_weights" in body and not runs:

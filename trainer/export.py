@@ -11,15 +11,15 @@ ranking), its metadata kept and extended with its evaluation results when
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from guesser.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
-from guesser.ensemble import resolve_model_paths
-from guesser.errors import GuesserError
+from guesser.checkpoint import INDEX_NAME, ModelsIndex, load_model_checkpoint, save_model_checkpoint
+from guesser.errors import CheckpointError
 
 
 def eval_summary(run_dir: Path) -> dict | None:
@@ -37,30 +37,26 @@ def eval_summary(run_dir: Path) -> dict | None:
 def export_models(index: Path, out: Path, *, dtype: torch.dtype = torch.float16) -> Path:
     """Copy every model of ``index`` into ``out`` as ``<member>.safetensors`` + a new ``index.json``."""
     index = Path(index)
-    paths = resolve_model_paths([index])
-    src = json.loads((index / "index.json" if index.is_dir() else index).read_text())
+    index = index / INDEX_NAME if index.is_dir() else index
+    if not index.is_file():
+        raise CheckpointError(f"{index}: no models index there (train some with 'guesser train multi')")
+    src = ModelsIndex.read(index)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     table = Table(title=f"exported to {out}")
     for col in ("member", "model", "task", "MB", "eval"):
         table.add_column(col)
-    for entry, path in zip(src["models"], paths):
-        tensors, meta = load_checkpoint(path)
-        if meta.get("kind") != "model":
-            raise GuesserError(f"{path}: not a model checkpoint")
-        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
-        member = meta.get("member") or entry.get("member") or path.parent.name
+    for entry, (path, _) in zip(src.models, src.checkpoints(index.parent)):
+        tensors, meta = load_model_checkpoint(path)
+        member = meta.member or entry.member or path.parent.name
         ev = eval_summary(path.parent)
-        meta = {**meta, "exported_from": str(path), "weights_dtype": str(dtype).removeprefix("torch.")}
-        if ev:
-            meta["eval"] = ev
+        meta = replace(meta, exported_from=str(path), weights_dtype=str(dtype).removeprefix("torch."),
+                       eval=ev if ev else meta.eval)
         target = out / f"{member}.safetensors"
-        save_checkpoint(target, tensors, {k: v for k, v in meta.items() if k not in ("format", "format_version")})
-        entries.append({**{k: v for k, v in entry.items() if k != "path"}, "path": target.name,
-                        **({"eval": ev} if ev else {})})
-        table.add_row(member, meta.get("name", "?"), meta.get("task", "?"), f"{target.stat().st_size / 1e6:.1f}",
+        save_model_checkpoint(target, tensors, meta, dtype=dtype)
+        entries.append(replace(entry, path=target.name, eval=ev if ev else entry.eval))
+        table.add_row(member, meta.name, meta.task, f"{target.stat().st_size / 1e6:.1f}",
                       ", ".join(f"{k} {v:.3f}" for k, v in (ev or {}).items() if isinstance(v, float)))
-    new_index = out / "index.json"
-    atomic_write_text(new_index, json.dumps({"version": 1, "models": entries}, indent=1))
+    new_index = ModelsIndex(tuple(entries)).write(out / INDEX_NAME)
     Console(stderr=True).print(table)
     return new_index

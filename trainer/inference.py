@@ -1,9 +1,11 @@
-"""Scoring cached clips the way the app scores files: sliding windows, averaged.
+"""Scoring cached clips the way the app scores files: the same windows, the same code.
 
 Validation and ``guesser evaluate`` read frames from the cache instead of
-decoding audio, but cut them into the same windows as :func:`guesser.features.model_windows`
-(tile when short, half-overlapping windows when long) and aggregate the same
-way as the ensemble, so a reported mAP is what ``guesser classify`` delivers.
+decoding audio (the cached frames are bit-identical to what the app computes),
+then go through :mod:`guesser.scoring` exactly as the app's ensemble does:
+:func:`~guesser.scoring.windows` (tile when short, half-overlapping windows
+when long), :func:`~guesser.scoring.model_probs` and the mean over each clip's
+windows. So a reported mAP is what ``guesser classify`` delivers.
 """
 
 from __future__ import annotations
@@ -11,27 +13,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from guesser.features import FeatureConfig, fit_frames, normalize, window_starts
+from guesser.features import FeatureConfig
+from guesser.scoring import batches, model_probs, windows
 from trainer.cache import CachedSplit
 
 
-def window_batches(split: CachedSplit, cfg: FeatureConfig, batch_size: int):
-    """Yield (clip ids [W], windows [W, 1, M, T] normalised) over every window of every clip."""
-    ids: list[int] = []
-    wins: list[torch.Tensor] = []
-    for i in range(len(split)):
-        lm = torch.from_numpy(split.clip(i))
-        for s in window_starts(lm.shape[-1], cfg.clip_frames):
-            ids.append(i)
-            wins.append(fit_frames(lm, cfg.clip_frames, cfg.short, s))
-            if len(wins) == batch_size:
-                yield np.asarray(ids), normalize(torch.stack(wins), cfg).unsqueeze(1)
-                ids, wins = [], []
-    if wins:
-        yield np.asarray(ids), normalize(torch.stack(wins), cfg).unsqueeze(1)
+def split_windows(split: CachedSplit, cfg: FeatureConfig):
+    """Every clip of ``split`` as :class:`guesser.scoring.Windows`, in order (read from the cache lazily)."""
+    return (windows(torch.from_numpy(split.clip(i)), cfg) for i in range(len(split)))
 
 
-@torch.no_grad()
 def predict_split(
     model: torch.nn.Module,
     split: CachedSplit,
@@ -44,20 +35,8 @@ def predict_split(
 ) -> np.ndarray:
     """Per-clip probabilities [N, K]: sigmoid (labels) or softmax (families), mean over windows."""
     model.eval()
-    device = torch.device(device)
-    sums: np.ndarray | None = None
-    counts = np.zeros(len(split), np.float64)
-    for ids, x in window_batches(split, cfg, batch_size):
-        x = x.to(device)
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            logits = model(x).float()
-        p = (torch.sigmoid(logits) if task == "labels" else torch.softmax(logits, dim=-1)).cpu().numpy()
-        if sums is None:
-            sums = np.zeros((len(split), p.shape[1]), np.float64)
-        np.add.at(sums, ids, p)
-        np.add.at(counts, ids, 1)
-    if sums is None:
+    out = model_probs(model, batches(split_windows(split, cfg), batch_size), task, device=device,
+                      autocast_dtype=autocast_dtype)
+    if len(out.clip_ids) == 0:
         return np.zeros((0, 0), np.float32)
-    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+    return out.clip_probs(len(split)).numpy()

@@ -15,10 +15,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from guesser.checkpoint import atomic_write_text
+from guesser.checkpoint import INDEX_NAME, IndexEntry, ModelsIndex, score_name
 from guesser.errors import GuesserError
 from guesser.features import FeatureConfig
-from trainer.cache import build_cache, cache_dir, is_complete
+from trainer.cache import cache_dir, is_complete
+from trainer.cache_build import build_cache
 from trainer.recipe import Recipe, shipped_recipes
 
 console = Console(stderr=True)
@@ -78,7 +79,7 @@ def train_recipe(name: str, *, cache: Path, data: Path | None, out: Path | None,
                  batch_size: int | None, device: str, pretrained: Path | None, resume: bool, progress: bool,
                  checkpoint_every: int = 0):
     """``guesser train one``: load the recipe, make sure its cache exists, train, say where the model is."""
-    from trainer.train import score_name, train
+    from trainer.train import train
 
     recipe = prepared(Recipe.load(name), epochs, batch_size, pretrained)
     ensure_cache(cache, recipe.feature_config(), data, progress)
@@ -122,7 +123,7 @@ def train_all(*, cache: Path, data: Path | None, out: Path, recipes: str | None,
             console.rule(f"{i}/{len(chosen)} {r.name} ({r.member}, {r.arch}, {r.task})")
         train(r, cache, run, device=device, resume=resume, progress=progress)
     if not is_main_rank():
-        return out / "index.json"
+        return out / INDEX_NAME
     return write_index(out, [r.name for r in chosen])
 
 
@@ -142,15 +143,15 @@ def write_index(out: Path, names: list[str] | None = None) -> Path:
             best[m] = info
     if not best:
         raise GuesserError(f"{out}: no finished runs to index")
-    entries = [{"member": m, "name": i["name"], "task": i["task"], "path": f"{i['name']}/best.safetensors",
-                "score_name": i["score_name"], "val_score": round(i["best_score"], 6)} for m, i in sorted(best.items())]
-    index = out / "index.json"
-    atomic_write_text(index, json.dumps({"version": 1, "models": entries}, indent=1))
+    entries = tuple(IndexEntry(path=f"{i['name']}/best.safetensors", member=m, name=i["name"], task=i["task"],
+                               score_name=score_name(i["task"]), val_score=round(i["best_score"], 6))
+                    for m, i in sorted(best.items()))
+    index = ModelsIndex(entries).write(out / INDEX_NAME)
     table = Table(title=f"members' best runs → {index}")
     for col in ("member", "run", "task", "validation score"):
         table.add_column(col)
     for e in entries:
-        table.add_row(e["member"], e["name"], e["task"], f"{e['score_name']} {e['val_score']:.3f}")
+        table.add_row(e.member, e.name, e.task, f"{e.score_name} {e.val_score:.3f}")
     console.print(table)
     return index
 

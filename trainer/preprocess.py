@@ -10,7 +10,8 @@ from rich.table import Table
 
 from guesser.errors import GuesserError
 from guesser.features import FeatureConfig
-from trainer.cache import BuildResult, build_cache, cache_dir, is_complete, merge_parts
+from trainer.cache import cache_dir, is_complete
+from trainer.cache_build import BuildResult, build_cache, merge_parts
 from trainer.fsd50k import SPLITS, Fsd50k
 from trainer.recipe import PRESETS, shipped_recipes
 
@@ -57,7 +58,7 @@ def merge_shards(data_root: str | Path, out: str | Path, cfg: FeatureConfig) -> 
     The parts must have been built from the same clips (``plan.json``); the
     merge lock keeps a shard that finishes now from merging at the same time.
     """
-    from trainer.cache import CHUNK, _check_plan, _part_path, _take_lock
+    from trainer.cache_build import CHUNK, _check_plan, _part_path, _take_lock
 
     ds = Fsd50k.open(data_root)
     d = cache_dir(out, cfg)

@@ -14,13 +14,12 @@ the six families.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
-from guesser.checkpoint import atomic_write_text
+from guesser.checkpoint import INDEX_NAME, IndexEntry, ModelsIndex, score_name
 from guesser.labels import FAMILIES_6, default_label_space
 from guesser.models import TASK_LABELS, build_model
 
@@ -69,11 +68,9 @@ def write_random_model(path: str | Path, spec: RandomSpec, *, seed: int = 0, val
     classes = default_label_space().vocabulary.names if spec.task == TASK_LABELS else FAMILIES_6
     torch.manual_seed(seed)
     model = build_model(spec.arch, len(classes), **recipe.model).eval()
-    score_key = "val_map" if spec.task == TASK_LABELS else "val_family_map"
-    extra = {"metrics": {"epoch": 1, score_key: val_score}, "best_epoch": 1, "random_weights": True}
-    if trained_labels is not None:
-        extra["trained_labels"] = list(trained_labels)
-    meta = model_meta(recipe, cfg, classes, model, extra)
+    meta = replace(model_meta(recipe, cfg, classes, model), metrics={"epoch": 1, score_name(spec.task): val_score},
+                   best_epoch=1, random_weights=True,
+                   trained_labels=tuple(trained_labels) if trained_labels is not None else None)
     path = Path(path)
     save_model(path, model, meta, dtype=dtype)
     return path
@@ -89,9 +86,6 @@ def write_random_ensemble(out: str | Path, specs: tuple[RandomSpec, ...] = ENSEM
         rel = f"{spec.name}/best.safetensors"
         score = round(0.1 + 0.01 * i, 6)
         write_random_model(out / rel, spec, seed=seed + i, val_score=score, dtype=dtype)
-        entries.append({"member": spec.member or spec.arch, "name": spec.name, "task": spec.task, "path": rel,
-                        "score_name": "val_map" if spec.task == TASK_LABELS else "val_family_map",
-                        "val_score": score})
-    index = out / "index.json"
-    atomic_write_text(index, json.dumps({"version": 1, "models": entries}, indent=1))
-    return index
+        entries.append(IndexEntry(path=rel, member=spec.member or spec.arch, name=spec.name, task=spec.task,
+                                  score_name=score_name(spec.task), val_score=score))
+    return ModelsIndex(tuple(entries)).write(out / INDEX_NAME)

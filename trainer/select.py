@@ -16,13 +16,11 @@ is exactly what ``guesser classify`` then runs.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from guesser.checkpoint import atomic_write_text
 from guesser.errors import GuesserError
 from guesser.labels import default_label_space
 from guesser.models import TASK_LABELS
@@ -93,7 +91,10 @@ def calibrate_confidence(runs, sel: Selection):
 
 
 def write_selected_index(out: Path, runs, sel: Selection) -> Path:
-    """A models index with the chosen runs and their weights (paths relative to the index when possible)."""
+    """A models index (the one writer, :class:`guesser.checkpoint.ModelsIndex`) with the chosen runs, their
+    weights, the selection's steps and the calibrated "not sure" rule; paths relative to the index if possible."""
+    from guesser.checkpoint import IndexEntry, ModelsIndex, score_name
+
     out = Path(out)
     entries = []
     for r in runs:
@@ -105,12 +106,12 @@ def write_selected_index(out: Path, runs, sel: Selection) -> Path:
             rel = str(path.relative_to(out.parent.resolve()))
         except ValueError:
             rel = str(path)
-        entries.append({"member": r.model.member, "name": r.model.name, "task": r.model.task, "path": rel,
-                        "weight": w, "family_weight": float(w)})
+        entries.append(IndexEntry(path=rel, member=r.model.member, name=r.model.name, task=r.model.task,
+                                  score_name=score_name(r.model.task), weight=float(w)))
     rule = calibrate_confidence(runs, sel)
-    atomic_write_text(out, json.dumps({"version": 1, "selection": {"objective": sel.objective, "steps": sel.history},
-                                       "confidence": rule.to_dict(), "models": entries}, indent=1))
-    return out
+    index = ModelsIndex(tuple(entries), confidence=rule.to_dict(),
+                        selection={"objective": sel.objective, "steps": sel.history})
+    return index.write(out)
 
 
 def run_select(runs: list[Path], cache: Path, out: Path, *, max_steps: int = 12, console=None) -> Selection:

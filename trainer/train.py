@@ -42,7 +42,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from guesser.checkpoint import atomic_write_text, flatten, load_checkpoint, save_checkpoint, unflatten
+from guesser.checkpoint import (HeaderFields, ModelMeta, atomic_write_text, flatten, load_checkpoint,
+                                save_checkpoint, save_model_checkpoint, score_name, unflatten)
 from guesser.errors import GuesserError
 from guesser.features import FeatureConfig, normalize
 from guesser.labels import FAMILY_SETS, LabelSpace, Vocabulary, default_label_space
@@ -109,16 +110,13 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     ``auto``: bf16 where the hardware does it natively (Ampere+ GPUs, AVX512-BF16/AMX
     CPUs), fp16 on older GPUs (with a GradScaler), else fp32. ``bf16`` forces bf16.
     """
+    from guesser.fastpath import bf16_native
+
     if precision == "fp32":
         return None
-    if device.type == "cuda":
-        if precision == "bf16" or torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float16
-    native = bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
-    if precision == "bf16" or native:
+    if precision == "bf16" or bf16_native(device.type):
         return torch.bfloat16
-    return None
+    return torch.float16 if device.type == "cuda" else None
 
 
 def step_seed(seed: int, epoch: int, step: int, rank: int = 0) -> int:
@@ -141,10 +139,6 @@ def task_targets(recipe: Recipe, split: CachedSplit, labels: LabelSpace) -> Targ
     fam = family_targets(split.targets, labels, recipe.train.families)
     keep = np.flatnonzero(fam.sum(axis=1) > 0)
     return Targets(fam, keep, FAMILY_SETS[recipe.train.families])
-
-
-def score_name(task: str) -> str:
-    return "val_map" if task == "labels" else "val_family_map"
 
 
 def validation_loss(criterion: Criterion, probs: np.ndarray, y: np.ndarray, multilabel: bool) -> float:
@@ -199,30 +193,31 @@ def resume_command(recipe: Recipe, cache_root: str | Path, out: Path) -> str:
 
 def shipped_model_path(member: str) -> Path:
     """The checkpoint the shipped models index (``$GUESSER_MODELS`` or assets/models) lists for ``member``."""
+    from guesser.checkpoint import ModelsIndex
     from guesser.ensemble import default_models_index
 
     index = default_models_index()
     try:
-        entries = json.loads(index.read_text())["models"]
-        entry = next(e for e in entries if e.get("member") == member)
-        return index.parent / entry["path"]
-    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        entry = next(e for e in ModelsIndex.read(index).models if e.member == member)
+    except (GuesserError, StopIteration):
         raise GuesserError(f"train.init = 'shipped': no shipped {member} model in {index}") from None
+    return index.parent / entry.path
 
 
 def init_from_checkpoint(model: nn.Module, path: str, recipe: Recipe, classes: tuple[str, ...]) -> None:
     """Start from a guesser checkpoint's weights (fine-tuning), after checking it is the same network.
 
     ``path`` may be ``"shipped"``: the member's model among the shipped ones.
-
     Its architecture, task and class names must match the recipe's, or the
     weights would be silently misplaced; the front-end may differ only in its
     normalisation statistics (the new train split brings its own).
     """
+    from guesser.checkpoint import load_model_checkpoint
+
     if path == "shipped":
         path = str(shipped_model_path(recipe.member))
-    tensors, meta = load_checkpoint(path, dtype=torch.float32)
-    theirs = (meta.get("arch"), meta.get("task"), tuple(meta.get("classes") or ()))
+    tensors, meta = load_model_checkpoint(path, dtype=torch.float32)
+    theirs = (meta.arch, meta.task, tuple(meta.classes))
     if theirs != (recipe.arch, recipe.task, tuple(classes)):
         raise GuesserError(f"train.init {path}: a {theirs[0]} {theirs[1]} model with {len(theirs[2])} classes; "
                            f"the recipe trains {recipe.arch} {recipe.task} with {len(classes)}")
@@ -288,30 +283,16 @@ def scheduled_lr(t: TrainConfig, it: int, steps_per_epoch: int) -> float | None:
 
 # ---------------------------------------------------------------- checkpoints
 
-def model_meta(recipe: Recipe, cfg: FeatureConfig, classes, model: nn.Module, extra: dict) -> dict:
-    """The JSON header of a model checkpoint: everything the app needs to run it."""
-    return {
-        "kind": "model",
-        "name": recipe.name,
-        "member": recipe.member,
-        "arch": recipe.arch,
-        "task": recipe.task,
-        "classes": list(classes),
-        "families_set": recipe.train.families if recipe.task == "families" else None,
-        "model_hparams": recipe.model,
-        "features": cfg.to_dict(),
-        "recipe": recipe.to_dict(),
-        "params": count_parameters(model),
-        "commit": git_commit(),
-        **extra,
-    }
+def model_meta(recipe: Recipe, cfg: FeatureConfig, classes, model: nn.Module) -> ModelMeta:
+    """The header of a model checkpoint: everything the app needs to run it (training results added by the caller)."""
+    return ModelMeta(name=recipe.name, member=recipe.member, arch=recipe.arch, task=recipe.task,
+                     classes=tuple(classes), features=cfg, model_hparams=dict(recipe.model),
+                     families_set=recipe.train.families if recipe.task == "families" else None,
+                     recipe=recipe.to_dict(), params=count_parameters(model), commit=git_commit())
 
 
-def save_model(path: Path, model: nn.Module, meta: dict, dtype: torch.dtype | None = None) -> None:
-    sd = model.state_dict()
-    if dtype is not None:
-        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
-    save_checkpoint(path, sd, meta)
+def save_model(path: Path, model: nn.Module, meta: ModelMeta, dtype: torch.dtype | None = None) -> None:
+    save_model_checkpoint(path, model.state_dict(), meta, dtype)
 
 
 def save_state(path: Path, model, optimizer, plateau, scaler, counters: dict, meta: dict, ema=None) -> None:
@@ -325,11 +306,32 @@ def save_state(path: Path, model, optimizer, plateau, scaler, counters: dict, me
     save_checkpoint(path, tensors, state)
 
 
-def load_state(path: Path) -> tuple[dict, dict]:
+@dataclass
+class SavedState:
+    """The header of ``last.safetensors`` (besides the tensors): what a resumed run continues from."""
+
+    counters: dict
+    recipe: dict
+    history: list
+    scheduler: dict | None
+    scaler: dict | None
+    world_size: int | None
+
+    @classmethod
+    def from_header(cls, header: dict, where: Path) -> "SavedState":
+        f = HeaderFields(header, str(where), "the training state")
+        return cls(counters=f.dict("counters"), recipe=f.dict("recipe", {}), history=f.list("history", []),
+                   scheduler=f.dict("scheduler", None), scaler=f.dict("scaler", None),
+                   world_size=f.int("world_size", None))
+
+
+def load_state(path: Path) -> tuple[dict, SavedState]:
+    """(model/optimiser/EMA state dicts, the checked header) of a run's ``last.safetensors``."""
     tensors, meta = load_checkpoint(path)
     if meta.get("kind") != "train-state":
         raise GuesserError(f"{path}: not a resumable training state")
-    return unflatten(meta["skeleton"], tensors), meta
+    saved = SavedState.from_header(meta, path)
+    return unflatten(HeaderFields(meta, str(path), "the training state").any("skeleton"), tensors), saved
 
 
 def recipe_difference(saved: dict, current: dict, prefix: str = "") -> str | None:
@@ -368,7 +370,7 @@ def resume_state(out: Path, resume: bool, recipe: Recipe, world: int, main: bool
                 raise GuesserError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
             if last.exists():
                 state, meta = load_state(last)
-                diff = recipe_difference(_with_defaults(meta.get("recipe", {})), recipe.to_dict())
+                diff = recipe_difference(_with_defaults(meta.recipe), recipe.to_dict())
                 if diff:
                     raise GuesserError(f"{last}: was written by a different recipe ({diff}); "
                                        "use another --out or drop --resume")
@@ -483,16 +485,107 @@ def train(
     when the epoch was validated); it may raise to end the run (``guesser tune``
     prunes trials this way). ``max_steps`` stops (as if interrupted) after that
     many optimiser steps of this call: tests use it to simulate a crash mid-epoch.
+
+    Under torchrun the process group is torn down on every way out (finished,
+    paused, interrupted, diverged, failed), never left to the interpreter's exit.
     """
-    t = recipe.train
     rank, world, dev, created_group = setup_distributed(pick_device(device))
+    run: Run | None = None
+    agreed = False  # every rank leaves together: safe to wait for the others before tearing down
+    try:
+        run = prepare(recipe, cache_root, out_dir, rank, world, dev, resume, log)
+        paused = False
+        with run.stop, progress_bar(run, progress) as bar:
+            while run.counters["epoch"] < recipe.train.epochs and not run.counters["done"]:
+                paused = train_epoch(run, bar, max_steps, checkpoint_every)
+                if paused:
+                    break
+                end_epoch(run, on_epoch)
+        if run.main and not paused:
+            write_summary(run)
+        agreed = True
+        return run.result(finished=not paused)
+    except (TrainingInterrupted, TrainingDiverged):  # raised on every rank at the same step
+        agreed = True
+        raise
+    finally:
+        if created_group:
+            teardown(run, wait_for_others=agreed)
+
+
+@dataclass
+class Run:
+    """One run as :func:`prepare` sets it up: data, model, optimiser, counters; the loop advances it."""
+
+    recipe: Recipe
+    out: Path
+    rank: int
+    world: int
+    dev: torch.device
+    cache: FeatureCache
+    cfg: FeatureConfig
+    train_split: CachedSplit
+    val_split: CachedSplit
+    tr: Targets
+    va: Targets
+    model: nn.Module
+    net: nn.Module | None  # what trains: the model, or its DistributedDataParallel wrapper
+    ema: nn.Module | None
+    criterion: Criterion
+    optimizer: torch.optim.Optimizer
+    plateau: object | None
+    scaler: torch.amp.GradScaler
+    amp: torch.dtype | None
+    sampler: EpochSampler
+    steps_per_epoch: int
+    trained_labels: list[str]
+    counters: dict  # everything besides tensors that a resumed run needs
+    history: list[dict]
+    stop: StopRequests
+    console: object  # rich Console on stderr: the progress bar and stop notices
+    log: Callable[[str], None]
+    background: np.ndarray | None = None  # ambient train clips for augment.background_p (trainer.background)
+    steps_this_call: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """What is validated and kept: the moving average of the weights when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def save_state(self) -> None:
+        if self.main:
+            save_state(self.out / "last.safetensors", self.model, self.optimizer, self.plateau, self.scaler,
+                       dict(self.counters), {"recipe": self.recipe.to_dict(), "history": self.history,
+                                             "world_size": self.world}, self.ema)
+
+    def write_metrics(self) -> None:
+        if self.main:  # rewritten whole, so it always agrees with the checkpoint it belongs to
+            atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+
+    def interrupted(self, where: str) -> TrainingInterrupted:
+        return TrainingInterrupted(f"interrupted {where}; checkpoint saved, resume with: "
+                                   f"{resume_command(self.recipe, self.cache.directory.parent, self.out)}")
+
+    def result(self, finished: bool) -> RunResult:
+        c = self.counters
+        return RunResult(self.out, c["best"], c["best_epoch"], c["epoch"], c["seconds"], self.history, finished,
+                         self.model)
+
+
+def prepare(recipe: Recipe, cache_root: str | Path, out_dir: str | Path, rank: int, world: int, dev: torch.device,
+            resume: bool, log: Callable[[str], None]) -> Run:
+    """Set-up: the run folder, the state to resume, data and targets, model, loss, optimiser, EMA, sampler."""
+    t = recipe.train
     main = rank == 0
     out = Path(out_dir)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob(".*.tmp"):  # a checkpoint half-written when the last run was killed
             stale.unlink(missing_ok=True)
-    last_path, best_path = out / "last.safetensors", out / "best.safetensors"
     resumed = resume_state(out, resume, recipe, world, main)  # fails early, before any work
 
     # ---- data: the cache's frames, the recipe's window and normalisation, the task's targets
@@ -505,20 +598,17 @@ def train(
     tr, va = task_targets(recipe, train_split, labels), task_targets(recipe, val_split, labels)
     if len(tr.keep) == 0 or len(va.keep) == 0:
         raise GuesserError(f"{cache.directory}: no usable train or val clips for task {recipe.task!r}")
-    n_out = tr.y.shape[1]
-    multilabel = recipe.task == "labels"
-    background = ambient_clips(train_split.targets, train_split.vocabulary) if recipe.augment.background_p else None
 
     # ---- model, loss, optimiser
     torch.manual_seed(t.seed)
-    model = build_model(recipe.arch, n_out, **recipe.model)
+    model = build_model(recipe.arch, tr.y.shape[1], **recipe.model)
     if t.pretrained:
         from guesser.models.panns import load_panns_weights
 
         load_panns_weights(model, t.pretrained)
     if t.init:
         init_from_checkpoint(model, t.init, recipe, tr.classes)
-    if t.prior_bias and multilabel:
+    if t.prior_bias and recipe.task == "labels":
         last_linear = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
         with torch.no_grad():
             last_linear.bias.copy_(prior_bias(tr.y[tr.keep]))
@@ -532,182 +622,212 @@ def train(
 
         average = ema_with_warmup(t.ema_decay) if t.ema_warmup else get_ema_multi_avg_fn(t.ema_decay)
         ema = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
-    evaluated = ema.module if ema is not None else model
     amp = autocast_dtype(t.precision, dev)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16 and dev.type == "cuda")
-
     weights = oversampling_weights(tr.y[tr.keep], t.oversample_power) if t.oversample else None
     sampler = EpochSampler(len(tr.keep), t.seed, weights, rank, world)
-    steps_per_epoch = max(1, len(sampler) // t.batch_size)
 
-    # ---- counters: everything besides tensors that a resumed run needs
     counters = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "seconds": 0.0,
                 "loss_sum": 0.0, "loss_n": 0, "done": False}
     history: list[dict] = []
     if resumed is not None:
-        state, meta = resumed
+        state, saved = resumed
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
-        if plateau is not None and meta.get("scheduler"):
-            plateau.load_state_dict(meta["scheduler"])
-        if meta.get("scaler"):
-            scaler.load_state_dict(meta["scaler"])
-        counters.update(meta["counters"])
-        history = meta.get("history", [])
+        if plateau is not None and saved.scheduler:
+            plateau.load_state_dict(saved.scheduler)
+        if saved.scaler:
+            scaler.load_state_dict(saved.scaler)
+        counters.update(saved.counters)
+        history = saved.history
         if main:
-            log(json.dumps({"resumed": str(last_path), "epoch": counters["epoch"] + 1, "step": counters["step"]}))
-    del resumed
-
+            log(json.dumps({"resumed": str(out / "last.safetensors"), "epoch": counters["epoch"] + 1,
+                            "step": counters["step"]}))
     net: nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         net = DDP(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-
     trained_labels = [tr.classes[k] for k in np.flatnonzero(tr.y[tr.keep].sum(axis=0) > 0)]
-
-    def checkpoint_state() -> None:
-        if main:
-            save_state(last_path, model, optimizer, plateau, scaler, dict(counters),
-                       {"recipe": recipe.to_dict(), "history": history, "world_size": world}, ema)
-
-    def write_metrics() -> None:
-        if main:  # rewritten whole, so it always agrees with the checkpoint it belongs to
-            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-
-    def result(finished: bool) -> RunResult:
-        return RunResult(out, counters["best"], counters["best_epoch"], counters["epoch"], counters["seconds"],
-                         history, finished, model)
-
-    write_metrics()
+    background = ambient_clips(train_split.targets, train_split.vocabulary) if recipe.augment.background_p else None
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     console = Console(stderr=True)
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} clips/s"),
-                   TimeRemainingColumn(), console=console, disable=not (progress and main), transient=True)
-    steps_this_call = 0
-    paused = False  # stopped by max_steps
     stop = StopRequests(lambda msg: console.print(f"[yellow]{msg}[/]") if main else None)
-    with stop, bar:
-        while counters["epoch"] < t.epochs and not counters["done"]:
-            epoch = counters["epoch"]
-            order = sampler.indices(epoch)
-            task_id = bar.add_task(f"{recipe.name} epoch {epoch + 1}/{t.epochs}", total=steps_per_epoch,
-                                   completed=counters["step"], loss=0.0, rate=0.0)
-            net.train()
-            t_epoch = t_rate = time.perf_counter()
-            seen = 0
-            while counters["step"] < steps_per_epoch:
-                step = counters["step"]
-                idx = tr.keep[order[step * t.batch_size:(step + 1) * t.batch_size]]
-                seed = step_seed(t.seed, epoch, step, rank)
-                x, y = make_batch(train_split, tr, idx, cfg, recipe, seed, background)
-                x = x.to(dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                y = y.to(dev, non_blocking=True)
-                lr = scheduled_lr(t, epoch * steps_per_epoch + step, steps_per_epoch)
-                if lr is not None:
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                torch.manual_seed(seed)  # dropout
-                with torch.autocast(dev.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    logits = net(x)
-                loss = criterion(logits, y)  # in fp32: Criterion casts the logits
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"{recipe.name}: loss became {loss.item()} at epoch {epoch + 1} step {step}; "
-                                       "lower train.lr or check the cache")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                if ema is not None:
-                    ema.update_parameters(model)
-                counters["loss_sum"] += float(loss.item())
-                counters["loss_n"] += 1
-                counters["step"] += 1
-                steps_this_call += 1
-                seen += len(idx)
-                bar.update(task_id, advance=1, loss=counters["loss_sum"] / counters["loss_n"],
-                           rate=seen * world / max(time.perf_counter() - t_rate, 1e-9))
-                paused = max_steps is not None and steps_this_call >= max_steps
-                interrupted = any_rank(stop.requested, world, dev)
-                if paused or interrupted or (checkpoint_every and counters["step"] % checkpoint_every == 0):
-                    counters["seconds"] += time.perf_counter() - t_epoch
-                    t_epoch = time.perf_counter()
-                    checkpoint_state()
-                if interrupted:
-                    raise TrainingInterrupted(
-                        f"interrupted at epoch {epoch + 1} step {counters['step']}; checkpoint saved, resume with: "
-                        f"{resume_command(recipe, cache_root, out)}")
-                if paused:
-                    break
+    run = Run(recipe, out, rank, world, dev, cache, cfg, train_split, val_split, tr, va, model, net, ema, criterion,
+              optimizer, plateau, scaler, amp, sampler, max(1, len(sampler) // t.batch_size), trained_labels,
+              counters, history, stop, console, log, background)
+    run.write_metrics()
+    return run
+
+
+def progress_bar(run: Run, progress: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} clips/s"),
+                    TimeRemainingColumn(), console=run.console, disable=not (progress and run.main), transient=True)
+
+
+def train_epoch(run: Run, bar, max_steps: int | None, checkpoint_every: int) -> bool:
+    """The rest of the current epoch, step by step; True when ``max_steps`` paused the run mid-epoch.
+
+    The first stop request (on any rank) ends it after the step in flight, with
+    ``last`` saved: :class:`TrainingInterrupted` on every rank at the same step.
+    """
+    t, c = run.recipe.train, run.counters
+    epoch = c["epoch"]
+    order = run.sampler.indices(epoch)
+    task_id = bar.add_task(f"{run.recipe.name} epoch {epoch + 1}/{t.epochs}", total=run.steps_per_epoch,
+                           completed=c["step"], loss=0.0, rate=0.0)
+    run.net.train()
+    t_epoch = t_rate = time.perf_counter()
+    seen = 0
+    while c["step"] < run.steps_per_epoch:
+        seen += train_step(run, order)
+        bar.update(task_id, advance=1, loss=c["loss_sum"] / c["loss_n"],
+                   rate=seen * run.world / max(time.perf_counter() - t_rate, 1e-9))
+        paused = max_steps is not None and run.steps_this_call >= max_steps
+        interrupted = any_rank(run.stop.requested, run.world, run.dev)
+        if paused or interrupted or (checkpoint_every and c["step"] % checkpoint_every == 0):
+            c["seconds"] += time.perf_counter() - t_epoch
+            t_epoch = time.perf_counter()
+            run.save_state()
+        if interrupted:
+            raise run.interrupted(f"at epoch {epoch + 1} step {c['step']}")
+        if paused:
             bar.remove_task(task_id)
-            if paused:
-                break
-            counters["seconds"] += time.perf_counter() - t_epoch
+            return True
+    bar.remove_task(task_id)
+    c["seconds"] += time.perf_counter() - t_epoch
+    return False
 
-            # ---- end of epoch: validate (rank 0), agree on the score, schedule, stop early, checkpoint
-            loss_sum, loss_n = sum_ranks([counters["loss_sum"], counters["loss_n"]], world, dev)
-            row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(loss_n, 1), 6),
-                   "lr": optimizer.param_groups[0]["lr"]}
-            if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
-                score = None
-                if main:
-                    probs = predict_split(evaluated, val_split, cfg, recipe.task, device=dev, autocast_dtype=amp)
-                    row["val_loss"] = round(validation_loss(criterion, probs[va.keep], va.y[va.keep], multilabel), 6)
-                    score = validation_score(probs, va)
-                if world > 1:
-                    score = broadcast_float(score, dev)
-                row[score_name(recipe.task)] = round(score, 6)
-                if score > counters["best"]:
-                    counters.update(best=score, best_epoch=epoch + 1)
-                    if main:
-                        save_model(best_path, evaluated, model_meta(recipe, cfg, tr.classes, evaluated, {
-                            "metrics": row, "best_epoch": epoch + 1, "trained_seconds": counters["seconds"],
-                            "trained_labels": trained_labels, "world_size": world}))
-                if plateau is not None and epoch + 1 >= t.warmup_epochs:
-                    plateau.step(score)
-                if t.early_stop and epoch + 1 - counters["best_epoch"] >= t.early_stop:
-                    counters["done"] = True  # saved with the state: a resumed run stays stopped
-            row["seconds"] = round(counters["seconds"], 1)
-            history.append(row)
-            counters.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_n=0)
-            checkpoint_state()
-            write_metrics()
-            if main:
-                log(json.dumps(row))
-                if counters["done"]:
-                    log(json.dumps({"early_stop": epoch + 1, "best_epoch": counters["best_epoch"]}))
-                if on_epoch is not None:
-                    on_epoch(row)
-            if any_rank(stop.requested, world, dev):
-                raise TrainingInterrupted(f"interrupted after epoch {epoch + 1}; checkpoint saved, resume with: "
-                                          f"{resume_command(recipe, cache_root, out)}")
 
-    if main and not paused:
-        summary = {"recipe": recipe.to_dict(), "member": recipe.member, "name": recipe.name, "task": recipe.task,
-                   "score_name": score_name(recipe.task), "best_score": counters["best"],
-                   "best_epoch": counters["best_epoch"], "epochs_run": counters["epoch"],
-                   "early_stopped": counters["done"], "trained_seconds": round(counters["seconds"], 1),
-                   "params": count_parameters(model), "cache": str(cache.directory), "commit": git_commit(),
-                   "world_size": world}
-        atomic_write_text(out / "run.json", json.dumps(summary, indent=1))
-    if created_group:
-        import gc
+def train_step(run: Run, order: np.ndarray) -> int:
+    """One optimiser step on the batch at ``counters["step"]`` of this epoch's ``order``; returns its size."""
+    t, c = run.recipe.train, run.counters
+    epoch, step = c["epoch"], c["step"]
+    idx = run.tr.keep[order[step * t.batch_size:(step + 1) * t.batch_size]]
+    seed = step_seed(t.seed, epoch, step, run.rank)
+    x, y = make_batch(run.train_split, run.tr, idx, run.cfg, run.recipe, seed, run.background)
+    x = x.to(run.dev, non_blocking=True).contiguous(memory_format=torch.channels_last)
+    y = y.to(run.dev, non_blocking=True)
+    lr = scheduled_lr(t, epoch * run.steps_per_epoch + step, run.steps_per_epoch)
+    if lr is not None:
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+    torch.manual_seed(seed)  # dropout
+    with torch.autocast(run.dev.type, dtype=run.amp or torch.float32, enabled=run.amp is not None):
+        logits = run.net(x)
+    loss = run.criterion(logits, y)  # in fp32: Criterion casts the logits
+    value = float(loss.item())
+    if any_rank(not math.isfinite(value), run.world, run.dev):  # every rank stops at the same step
+        raise TrainingDiverged(f"{run.recipe.name}: loss became {value if not math.isfinite(value) else 'nan'} "
+                               f"at epoch {epoch + 1} step {step}; lower train.lr or check the cache")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    if run.ema is not None:
+        run.ema.update_parameters(run.model)
+    c["loss_sum"] += value
+    c["loss_n"] += 1
+    c["step"] += 1
+    run.steps_this_call += 1
+    return len(idx)
 
-        import torch.distributed as dist
 
-        # DDP's reducer holds the process group: drop it (and its reference cycles) now, so the
-        # group is torn down here on every rank, not by the garbage collector while the
-        # interpreter exits (where gloo's threads could be destroyed still running: SIGABRT).
-        del net
-        gc.collect()
+def end_epoch(run: Run, on_epoch: Callable[[dict], None] | None) -> None:
+    """Validate (rank 0; every rank agrees on the score), schedule, stop early, keep the best, checkpoint, log."""
+    t, c = run.recipe.train, run.counters
+    epoch = c["epoch"]
+    loss_sum, loss_n = sum_ranks([c["loss_sum"], c["loss_n"]], run.world, run.dev)
+    row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(loss_n, 1), 6),
+           "lr": run.optimizer.param_groups[0]["lr"]}
+    if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
+        score = validate(run, row)
+        row[score_name(run.recipe.task)] = round(score, 6)
+        if score > c["best"]:
+            c.update(best=score, best_epoch=epoch + 1)
+            save_best(run, row)
+        if run.plateau is not None and epoch + 1 >= t.warmup_epochs:
+            run.plateau.step(score)
+        if t.early_stop and epoch + 1 - c["best_epoch"] >= t.early_stop:
+            c["done"] = True  # saved with the state: a resumed run stays stopped
+    row["seconds"] = round(c["seconds"], 1)
+    run.history.append(row)
+    c.update(epoch=epoch + 1, step=0, loss_sum=0.0, loss_n=0)
+    run.save_state()
+    run.write_metrics()
+    if run.main:
+        run.log(json.dumps(row))
+        if c["done"]:
+            run.log(json.dumps({"early_stop": epoch + 1, "best_epoch": c["best_epoch"]}))
+        if on_epoch is not None:
+            on_epoch(row)
+    if any_rank(run.stop.requested, run.world, run.dev):
+        raise run.interrupted(f"after epoch {epoch + 1}")
+
+
+def validate(run: Run, row: dict) -> float:
+    """The validation score (rank 0 scores the val split the app's way; every rank gets its value)."""
+    score = None
+    if run.main:
+        va = run.va
+        probs = predict_split(run.evaluated, run.val_split, run.cfg, run.recipe.task, device=run.dev,
+                              autocast_dtype=run.amp)
+        row["val_loss"] = round(validation_loss(run.criterion, probs[va.keep], va.y[va.keep],
+                                                run.recipe.task == "labels"), 6)
+        score = validation_score(probs, va)
+    if run.world > 1:
+        score = broadcast_float(score, run.dev)
+    return score
+
+
+def save_best(run: Run, row: dict) -> None:
+    """``best.safetensors``: the validated weights and everything the app needs to run them (rank 0)."""
+    if run.main:
+        c = run.counters
+        meta = replace(model_meta(run.recipe, run.cfg, run.tr.classes, run.evaluated), metrics=dict(row),
+                       best_epoch=row["epoch"], trained_seconds=c["seconds"],
+                       trained_labels=tuple(run.trained_labels), world_size=run.world)
+        save_model(run.out / "best.safetensors", run.evaluated, meta)
+
+
+def write_summary(run: Run) -> None:
+    """``run.json``: what ``guesser train multi`` indexes and ``guesser report`` shows."""
+    c, r = run.counters, run.recipe
+    summary = {"recipe": r.to_dict(), "member": r.member, "name": r.name, "task": r.task,
+               "score_name": score_name(r.task), "best_score": c["best"], "best_epoch": c["best_epoch"],
+               "epochs_run": c["epoch"], "early_stopped": c["done"], "trained_seconds": round(c["seconds"], 1),
+               "params": count_parameters(run.model), "cache": str(run.cache.directory), "commit": git_commit(),
+               "world_size": run.world}
+    atomic_write_text(run.out / "run.json", json.dumps(summary, indent=1))
+
+
+def teardown(run: Run | None, *, wait_for_others: bool) -> None:
+    """Leave the process group this process created, on every way out of :func:`train`.
+
+    DDP's reducer holds the process group: the wrapper (and its reference cycles)
+    is dropped first, so the group is torn down here on every rank, not by the
+    garbage collector while the interpreter exits (where gloo's threads could be
+    destroyed still running: SIGABRT). When every rank leaves together (finished,
+    interrupted, diverged) each waits for the others first; after a failure on
+    one rank alone there is no one to wait for, and leaving makes the others fail
+    rather than wait forever.
+    """
+    import gc
+
+    import torch.distributed as dist
+
+    if run is not None:
+        run.net = None
+    gc.collect()
+    if wait_for_others:
         dist.barrier()
-        dist.destroy_process_group()
-    return result(finished=not paused)
+    dist.destroy_process_group()
 
 
 def main_from_env() -> None:  # pragma: no cover - thin script entry

@@ -151,7 +151,8 @@ def run_tuning(
     best recipe keeps the recipe's own epochs.
     """
     optuna = _optuna()
-    from trainer.train import TrainingDiverged, TrainingInterrupted, score_name, train
+    from guesser.checkpoint import score_name
+    from trainer.train import TrainingDiverged, TrainingInterrupted, train
 
     base = recipe if isinstance(recipe, Recipe) else Recipe.load(recipe)
     if trials < 1:

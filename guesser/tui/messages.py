@@ -30,44 +30,58 @@ class AudioTick(Message):
         self.columns, self.level = columns, level
 
 
-class AudioFailed(Message):
-    def __init__(self, error: GuesserError) -> None:
+class _Carrying(Message):
+    """A message with one value, under the attribute its class names in ``carries``."""
+
+    carries = "value"
+
+    def __init__(self, value: Any) -> None:
         super().__init__()
-        self.error = error
+        setattr(self, self.carries, value)
 
 
-class ModelsLoaded(Message):
-    def __init__(self, ensemble: Any) -> None:
-        super().__init__()
-        self.ensemble = ensemble
+class Failed(_Carrying):
+    """Something a worker (or a panel) tried failed; ``error`` says why in one line."""
+
+    carries = "error"
+    error: GuesserError
 
 
-class ModelsFailed(Message):
-    def __init__(self, error: GuesserError) -> None:
-        super().__init__()
-        self.error = error
+class TakeDone(_Carrying):
+    """A recording was made and classified: ``take`` holds both."""
+
+    carries = "take"
+    take: Take
 
 
-class RecordProgress(Message):
-    def __init__(self, fraction: float) -> None:
-        super().__init__()
-        self.fraction = fraction
+class AudioFailed(Failed):
+    """The input device could not be opened, or stopped delivering."""
+
+
+class ModelsLoaded(_Carrying):
+    carries = "ensemble"
+    ensemble: Any  # guesser.ensemble.Ensemble (or anything with its interface)
+
+
+class ModelsFailed(Failed):
+    """The ensemble could not be loaded."""
+
+
+class RecordProgress(_Carrying):
+    carries = "fraction"
+    fraction: float
 
 
 class Classifying(Message):
     """The recording is done; the ensemble is thinking."""
 
 
-class Recorded(Message):
-    def __init__(self, take: Take) -> None:
-        super().__init__()
-        self.take = take
+class Recorded(TakeDone):
+    """A worker's recording, classified."""
 
 
-class RecordFailed(Message):
-    def __init__(self, error: GuesserError) -> None:
-        super().__init__()
-        self.error = error
+class RecordFailed(Failed):
+    """Recording or classifying failed (silence, a lost device, a model error)."""
 
 
 class ListenUpdate(Message):

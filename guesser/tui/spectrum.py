@@ -2,9 +2,10 @@
 
 Why not the model's own config: a model sees 86 frames a second, a terminal
 shows ~80 columns in all. The display config keeps the model's front-end (mel
-scale, dB, 50 Hz–11 kHz like the seed models) at the *device's* rate (no
-resampling per block) with one column every 50 ms, so a 6 s recording fills a
-typical window.
+scale, dB, up to 11 kHz like the seed and compact models, which start at 0 Hz;
+the display starts at 50 Hz, leaving out rumble no one sees) at the *device's*
+rate (no resampling per block) with one column every 50 ms, so a 6 s recording
+fills a typical window.
 
 :class:`SpectrumTracker` turns a growing stream into new columns: each call
 computes only the frames whose whole FFT window has arrived since the last

@@ -90,23 +90,18 @@ def record(target: MessagePump, recorder: Recorder, ensemble: Any, seconds: floa
 
 
 def listen(target: MessagePump, recorder: Recorder, ensemble: Any, seconds: float, hop: float) -> None:
-    """Classify the newest ``seconds`` every ``hop`` seconds until cancelled (the app's listen mode)."""
+    """Classify the newest ``seconds`` every ``hop`` seconds until cancelled (the app's listen mode).
+
+    The first answer comes after one hop, on what has been heard so far.
+    """
     cancelled = _cancelled()
-    n, step = int(seconds * recorder.samplerate), max(1, int(hop * recorder.samplerate))
-    origin = recorder.total
-    end = origin + min(n, step)  # first answer after one hop, on what has been heard so far
     try:
-        while not cancelled():
-            if not recorder.wait_until(end, cancelled):
-                return
-            end = max(end, recorder.total - step // 2)  # never fall behind real time
-            window = recorder.read(max(origin, end - n), end)
-            level = Level.of(window)
-            prediction = None if level.silent else ensemble.predict(window, recorder.samplerate)
+        for heard in recorder.windows(seconds, hop, cancelled, early=True):
+            level = Level.of(heard.samples)
+            prediction = None if level.silent else ensemble.predict(heard.samples, recorder.samplerate)
             if cancelled():
                 return
-            target.post_message(m.ListenUpdate(prediction, level, (end - origin) / recorder.samplerate))
-            end += step
+            target.post_message(m.ListenUpdate(prediction, level, heard.end))
     except GuesserError as e:
         target.post_message(m.RecordFailed(e))
 

@@ -16,10 +16,23 @@ from guesser.game import Target
 from guesser.recorder import AudioBackend, DeviceInfo, SoundDeviceBackend
 
 
-class DevicePicker(ModalScreen[DeviceInfo | None]):
-    """Lists input devices (index, name, channels, rate); enter picks, escape keeps the current one."""
+class _Picker(ModalScreen):
+    """A list to choose from: enter picks (the option's id is the index into :meth:`choices`), escape cancels."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def choices(self) -> list:
+        raise NotImplementedError
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.choices()[int(event.option.id)])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class DevicePicker(_Picker, ModalScreen[DeviceInfo | None]):
+    """Lists input devices (index, name, channels, rate); enter picks, escape keeps the current one."""
 
     def __init__(self, backend: AudioBackend | None, current: str = "") -> None:
         super().__init__()
@@ -40,16 +53,11 @@ class DevicePicker(ModalScreen[DeviceInfo | None]):
             yield OptionList(*[Option(("● " if d.name == self.current else "  ") + d.describe(), id=str(i))
                                for i, d in enumerate(self.devices)], id="devices")
 
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(self.devices[int(event.option.id)])
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+    def choices(self) -> list[DeviceInfo]:
+        return self.devices
 
 
-class TargetPicker(ModalScreen[Target | None]):
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
-
+class TargetPicker(_Picker, ModalScreen[Target | None]):
     def __init__(self, pool: list[Target]) -> None:
         super().__init__()
         self.pool = pool
@@ -60,11 +68,8 @@ class TargetPicker(ModalScreen[Target | None]):
             yield OptionList(*[Option(f"{t.title}  [dim]({t.kind})[/dim]", id=str(i))
                                for i, t in enumerate(self.pool)], id="targets")
 
-    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(self.pool[int(event.option.id)])
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
+    def choices(self) -> list[Target]:
+        return self.pool
 
 
 class SaveScreen(ModalScreen[Path | None]):

@@ -13,15 +13,12 @@ from functools import partial
 import numpy as np
 from textual.app import ComposeResult
 from textual.containers import Center, Vertical
-from textual.message import Message
 from textual.timer import Timer
 from textual.widgets import Button, ProgressBar, Static
 
-from guesser.errors import GuesserError
 from guesser.recorder import Level
 from guesser.tui import messages as m
 from guesser.tui import workers
-from guesser.tui.session import Take
 from guesser.tui.widgets.level_meter import LevelMeter
 from guesser.tui.widgets.spectrogram import Spectrogram
 
@@ -29,15 +26,11 @@ IDLE, COUNTDOWN, RECORDING, CLASSIFYING = "idle", "countdown", "recording", "cla
 
 
 class RecordPanel(Vertical):
-    class Finished(Message):
-        def __init__(self, take: Take) -> None:
-            super().__init__()
-            self.take = take
+    class Finished(m.TakeDone):
+        """The panel's take: recorded and classified."""
 
-    class Failed(Message):
-        def __init__(self, error: GuesserError) -> None:
-            super().__init__()
-            self.error = error
+    class Failed(m.Failed):
+        """The panel's take failed."""
 
     def __init__(self, *, freeze: bool = False, id: str | None = None, classes: str | None = None) -> None:
         """``freeze``: after a take, show its whole spectrogram until the next recording (the game)."""

@@ -1,0 +1,156 @@
+"""The rules docs/architecture.md states, checked against the code (an AST scan: nothing is imported or run).
+
+* ``guesser/`` imports ``trainer/`` only inside the CLI's training commands;
+* ``guesser/tui/`` imports neither ``trainer`` nor ``torch``;
+* only ``guesser/features.py`` computes STFTs or mel filter banks;
+* only ``guesser/checkpoint.py`` opens safetensors files;
+* the module table names every module there is, and nothing that is not there.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DOC = REPO / "docs" / "architecture.md"
+PRODUCTION = ("guesser", "trainer", "benchmarks", "docs")  # every Python file that is not a test
+
+# The CLI commands that train, evaluate or build caches: the only places the app may reach into trainer/.
+TRAINING_COMMANDS = {"preprocess", "train_one", "train_multi", "train_list", "tune", "evaluate", "report", "export"}
+
+# What computes a spectrogram or mel filters in torch, torchaudio, librosa, scipy and numpy.
+SPECTRAL = {"stft", "istft", "spectrogram", "melspectrogram", "MelSpectrogram", "Spectrogram", "MelScale",
+            "InverseMelScale", "melscale_fbanks", "mel_filters", "fbank", "mel", "rfft", "rfftfreq"}
+SIGNAL_LIBRARIES = {"torch", "torchaudio", "librosa", "scipy", "numpy"}
+
+
+def python_files(*roots: str) -> list[Path]:
+    return sorted(p for r in roots for p in (REPO / r).rglob("*.py") if "__snapshots__" not in p.parts)
+
+
+def rel(p: Path) -> str:
+    return p.relative_to(REPO).as_posix()
+
+
+@lru_cache(maxsize=None)
+def parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
+
+
+def imports(path: Path) -> list[tuple[str, ast.AST, list[ast.AST]]]:
+    """(imported module, node, enclosing function/class nodes) for every import statement in ``path``."""
+    out = []
+
+    def walk(node: ast.AST, stack: list[ast.AST]) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.Import):
+                out.extend((a.name, child, stack) for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.level == 0 and child.module:
+                out.append((child.module, child, stack))
+            inner = stack + [child] if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) else stack
+            walk(child, inner)
+
+    walk(parse(path), [])
+    return out
+
+
+def top(module: str) -> str:
+    return module.split(".")[0]
+
+
+def test_the_app_imports_the_trainer_only_in_the_clis_training_commands():
+    found = []
+    for path in python_files("guesser"):
+        for module, node, stack in imports(path):
+            if top(module) != "trainer":
+                continue
+            where = [n.name for n in stack]
+            if rel(path) == "guesser/cli.py" and len(where) == 1 and where[0] in TRAINING_COMMANDS:
+                continue
+            found.append(f"{rel(path)}:{node.lineno} imports {module} (in {'.'.join(where) or 'the module'})")
+    assert found == []
+
+
+def test_the_tui_imports_neither_the_trainer_nor_torch():
+    found = [f"{rel(path)}:{node.lineno} imports {module}"
+             for path in python_files("guesser/tui")
+             for module, node, _ in imports(path) if top(module) in ("trainer", "torch", "torchaudio")]
+    assert found == []
+
+
+def spectral_uses(path: Path) -> list[str]:
+    """``x.stft(…)``, ``torch.stft``, ``AF.melscale_fbanks``, ``from torchaudio.transforms import MelSpectrogram`` …"""
+    tree = parse(path)
+    hits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in SPECTRAL:
+            hits.append(f"{rel(path)}:{node.lineno} uses .{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module and top(node.module) in SIGNAL_LIBRARIES:
+            hits += [f"{rel(path)}:{node.lineno} imports {a.name}" for a in node.names if a.name in SPECTRAL]
+    hits += [f"{rel(path)}:{n.lineno} imports {m}" for m, n, _ in imports(path) if top(m) == "librosa"]
+    return hits
+
+
+def test_only_features_computes_stfts_or_mels():
+    found = [hit for path in python_files(*PRODUCTION) if rel(path) != "guesser/features.py"
+             for hit in spectral_uses(path)]
+    assert found == []
+    assert spectral_uses(REPO / "guesser" / "features.py")  # the scan does see them where they are
+
+
+def test_only_the_checkpoint_module_opens_safetensors():
+    found = [f"{rel(path)}:{node.lineno} imports {module}"
+             for path in python_files(*PRODUCTION) if rel(path) != "guesser/checkpoint.py"
+             for module, node, _ in imports(path) if top(module) == "safetensors"]
+    assert found == []
+
+
+def documented_paths() -> set[str]:
+    """Every ``guesser/…`` or ``trainer/…`` path in the first column of the doc's module table."""
+    text = DOC.read_text()
+    table = text[text.index("## Modules"):]
+    paths = set()
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            first = line.split("|")[1]
+            paths |= set(re.findall(r"`((?:guesser|trainer)/[^`]*)`", first))
+    return paths
+
+
+def test_the_module_table_names_every_module_and_only_real_ones():
+    documented = documented_paths()
+    for p in documented:
+        matches = list(REPO.glob(p.rstrip("/"))) if "*" in p else [REPO / p.rstrip("/")]
+        assert all(m.exists() for m in matches) and matches, f"docs/architecture.md names {p}, which does not exist"
+    folders = {p.rstrip("/") for p in documented if p.endswith("/")}
+    missing = []
+    for path in python_files("guesser", "trainer"):
+        name = rel(path)
+        if path.name in ("__init__.py", "__main__.py") or any(name.startswith(f + "/") for f in folders):
+            continue
+        if name not in documented:
+            missing.append(name)
+    assert missing == [], "modules missing from docs/architecture.md's table"
+
+
+@pytest.mark.parametrize("name", ["guesser.scoring.windows", "guesser.scoring.model_probs", "guesser.scoring.fuse",
+                                  "guesser.features.log_mel", "guesser.recorder.Recorder.windows",
+                                  "trainer.inference.predict_split", "trainer.cache_build.build_cache"])
+def test_the_flows_name_functions_that_exist(name):
+    """What the flow diagrams name is in the code (a renamed function makes the doc fail here)."""
+    import importlib
+
+    assert name in DOC.read_text()
+    module, *attrs = name.split(".")
+    obj = importlib.import_module(module)
+    for i, a in enumerate(attrs):
+        try:
+            obj = getattr(obj, a)
+        except AttributeError:
+            obj = importlib.import_module(".".join([module, *attrs[: i + 1]]))
+    assert callable(obj)
