@@ -100,6 +100,17 @@ def resolve_targets(runs: list[Path], index: Path) -> tuple[list[tuple[Path, flo
     return resolve_models([index]), Path(index).resolve().parent
 
 
+def chosen_by_selection(runs: list[Path], index: Path) -> bool:
+    """True when the models come from an index that ``guesser select`` wrote (its weights are final)."""
+    from guesser.checkpoint import ModelsIndex
+
+    sources = [Path(r) for r in runs if Path(r).suffix == ".json"] if runs else [Path(index)]
+    try:
+        return any(ModelsIndex.read(p).selection is not None for p in sources)
+    except GuesserError:
+        return False
+
+
 def result_path(checkpoint: Path, split: str) -> Path:
     """``best.safetensors`` -> ``eval.json`` beside it; any other checkpoint -> ``<stem>.eval.json``."""
     name = "eval" if split == "eval" else f"eval_{split}"
@@ -273,9 +284,14 @@ def fit_family_weights(runs: list[ModelRun]) -> dict | None:
             "val_family_map_equal_weights": on_val[(1.0,) * len(names)], "combinations_tried": len(on_val)}
 
 
-def evaluate_ensemble(runs: list[ModelRun]) -> dict:
-    """The ensemble's metrics; family models weighted as chosen on val (see :func:`fit_family_weights`)."""
-    fit = fit_family_weights(runs)
+def evaluate_ensemble(runs: list[ModelRun], refit: bool = True) -> dict:
+    """The ensemble's metrics; family models weighted as chosen on val (see :func:`fit_family_weights`).
+
+    ``refit=False`` keeps the index's weights as they are: an index written by
+    ``guesser select`` was already weighed on val, and what is reported must be
+    what ``guesser classify`` runs with it.
+    """
+    fit = fit_family_weights(runs) if refit else None
     space = label_space(default_label_space().vocabulary.names)
     extra: dict = {}
     if fit is not None:
@@ -391,7 +407,7 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
         result["path"] = str(out)
         results.append(result)
     if ensemble and len(evaluated) > 1:
-        body = evaluate_ensemble(evaluated)
+        body = evaluate_ensemble(evaluated, refit=not chosen_by_selection(runs, index))
         if group_of is not None:
             fit = body.get("family_weights")
             lab, fam = ensemble_scores(evaluated, "split", None if fit is None else fit["chosen"])
