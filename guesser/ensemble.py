@@ -140,6 +140,9 @@ def load_model(path: str | Path, *, precision: str | None = None, optimize: bool
         raise CheckpointError(f"{path}: weights do not match its metadata ({first})") from None
     if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
         raise CheckpointError(f"{path}: weights do not match its metadata (tensors missing)")
+    damaged = next((k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if damaged is not None:
+        raise CheckpointError(f"{path}: weights contain NaN or infinite values ({damaged}); the checkpoint is damaged")
     module.eval()
     if optimize:
         from guesser.fastpath import optimize_for_inference
@@ -249,19 +252,19 @@ class Ensemble:
         return [n for n in self.label_names if n in seen] if seen else list(self.label_names)
 
     def predict(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, *, timeline: bool = False) -> Prediction:
-        """[samples] or [channels, samples] at any rate -> :class:`Prediction`."""
+        """[samples] or [channels, samples] at any rate -> :class:`Prediction`.
+
+        The whole waveform is in memory here; :func:`guesser.stream.predict_source`
+        scores a file of any length in bounded memory, block by block, and ends in
+        the same :meth:`combine`.
+        """
         t0 = time.perf_counter()
         with torch.inference_mode():
             wav = to_mono(waveform)
             duration = wav.shape[-1] / sample_rate
             resampled: dict[int, torch.Tensor] = {}
             logmels: dict[str, torch.Tensor] = {}
-            label_probs: list[torch.Tensor] = []
-            window_probs: list[torch.Tensor] = []
-            starts_for_timeline: tuple[list[int], FeatureConfig] | None = None
-            family_sources: list[torch.Tensor] = []
-            outputs: list[ModelOutput] = []
-            tops: list[int] = []  # each model's top family
+            scored: list[tuple[LoadedModel, torch.Tensor, list[int]]] = []
             for m in self.models:
                 cfg = m.features
                 if cfg.key not in logmels:
@@ -269,9 +272,34 @@ class Ensemble:
                         resampled[cfg.sample_rate] = resampler(sample_rate, cfg.sample_rate)(wav)
                     logmels[cfg.key] = log_mel_long(resampled[cfg.sample_rate], cfg)
                 lm = logmels[cfg.key]
-                hop = int(round(self.window_hop_seconds * cfg.frames_per_second)) if self.window_hop_seconds else None
-                starts = window_starts(lm.shape[-1], cfg.clip_frames, hop)
-                logits = self._run(m, lm, starts)  # [W, K]
+                starts = window_starts(lm.shape[-1], cfg.clip_frames, self.window_hop_frames(cfg))
+                scored.append((m, self._run(m, lm, starts), starts))  # logits [W, K]
+            return self.combine(scored, duration, timeline=timeline, t0=t0)
+
+    def window_hop_frames(self, cfg: FeatureConfig) -> int | None:
+        """The sliding windows' hop in frames (None: half a window, :func:`window_starts`' default)."""
+        return int(round(self.window_hop_seconds * cfg.frames_per_second)) if self.window_hop_seconds else None
+
+    def combine(self, scored: list[tuple[LoadedModel, torch.Tensor, list[int]]], duration: float, *,
+                timeline: bool = False, t0: float | None = None) -> Prediction:
+        """Every model's window logits ([W, K], with the windows' starts in frames) -> one :class:`Prediction`.
+
+        Scores that are not finite (a checkpoint with damaged weights) are one
+        :class:`CheckpointError` naming the model, never a NaN in the output.
+        """
+        t0 = time.perf_counter() if t0 is None else t0
+        with torch.inference_mode():
+            label_probs: list[torch.Tensor] = []
+            window_probs: list[torch.Tensor] = []
+            starts_for_timeline: tuple[list[int], FeatureConfig] | None = None
+            family_sources: list[torch.Tensor] = []
+            outputs: list[ModelOutput] = []
+            tops: list[int] = []  # each model's top family
+            for m, logits, starts in scored:
+                if not bool(torch.isfinite(logits).all()):
+                    raise CheckpointError(f"{m.path}: model {m.name} gives NaN or infinite scores "
+                                          "(its weights are damaged); remove it from --models or retrain it")
+                cfg = m.features
                 if m.task == TASK_LABELS:
                     pw = torch.sigmoid(logits)  # [W, 200]
                     p = pw.mean(dim=0)
@@ -292,7 +320,7 @@ class Ensemble:
                     tops.append(int(full.argmax()))
                     outputs.append(ModelOutput(m.name, m.member, m.task, _rank(m.classes, p)))
             labels = torch.stack(label_probs).mean(dim=0) if label_probs else torch.zeros(len(self.label_names))
-            families = weighted_mean(family_sources, [m.family_weight for m in self.models])
+            families = weighted_mean(family_sources, [m.family_weight for m, _, _ in scored])
             fam_rank = _rank(self.family_names, families)
             agreement = sum(t == int(families.argmax()) for t in tops) / len(tops)
             windows: list[Window] = []
@@ -318,7 +346,11 @@ class Ensemble:
             chunk = starts[i : i + self.batch_windows]
             x = torch.stack([fit_frames(logmel, cfg.clip_frames, cfg.short, s) for s in chunk])
             x = normalize(x, cfg).unsqueeze(1).contiguous(memory_format=torch.channels_last)
-            out.append(m.module(x).float())
+            try:
+                out.append(m.module(x).float())
+            except RuntimeError as e:  # metadata that does not fit the weights (n_mels, window) shows up here
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                raise CheckpointError(f"{m.path}: model {m.name} cannot run on its own feature settings ({first})") from None
         return torch.cat(out) if len(out) > 1 else out[0]
 
     def _fold_families(self, p: torch.Tensor) -> torch.Tensor:
