@@ -247,6 +247,7 @@ def model_rows(sources: Sequence[Path] | None) -> list[dict]:
     from guesser.checkpoint import read_meta
     from guesser.ensemble import resolve_models
     from guesser.errors import CheckpointError
+    from guesser.features import FeatureConfig
 
     rows = []
     for path, weight in resolve_models(sources or None):
@@ -257,6 +258,10 @@ def model_rows(sources: Sequence[Path] | None) -> list[dict]:
         metrics = meta.get("metrics") or {}
         score_name = "val_map" if task == "labels" else "val_family_map"
         feats = meta.get("features") or {}
+        try:
+            feats = FeatureConfig.from_dict(feats).to_dict() if feats else {}
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: metadata does not describe a guesser model ({e})") from None
         classes = meta.get("classes") or []
         trained = meta.get("trained_labels")
         rows.append({
