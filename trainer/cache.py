@@ -46,7 +46,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from guesser.checkpoint import atomic_write, atomic_write_text
-from guesser.errors import DataError, GuesserError
+from guesser.errors import DataError, DiskFullError, GuesserError
 from guesser.features import PAD_DB, FeatureConfig, ShortPolicy
 from trainer.fsd50k import SPLITS, Fsd50k
 
@@ -139,12 +139,16 @@ def _compute_chunk(task: tuple) -> tuple[str, int, int, list[tuple[str, str]]]:
 
 
 def _guard_disk(fn: Callable[[], None], what) -> None:
+    """Run a write; a full disk, a read-only or missing folder, a file in a folder's place: one line."""
     try:
         fn()
+    except DiskFullError:
+        raise GuesserError(f"disk full while writing {what}; free some space and rerun: finished parts are kept") from None
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise GuesserError(f"disk full while writing {what}; free some space and rerun: finished parts are kept") from None
-        raise
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(what) else ""
+        raise GuesserError(f"cannot write {what}: {e.strerror or e}{where}") from None
 
 
 # ---------------------------------------------------------------- building
@@ -188,14 +192,8 @@ def build_cache(
     cfg = FeatureConfig.from_dict({**cfg.to_dict(), "mean": None, "std": None})
     ds = Fsd50k.open(data_root)
     d = cache_dir(out, cfg)
-    result = BuildResult(d)
     if is_complete(d):
-        manifest = json.loads((d / "manifest.json").read_text())
-        result.clips = manifest["clips"]
-        result.skipped = json.loads((d / "report.json").read_text())["skipped"]
-        result.merged = True
-        _cleanup(d)  # a build killed between its manifest and its clean-up
-        return result
+        return _finished(d)
     splits = list(splits)
     _guard_disk(lambda: _parts_dir(d).mkdir(parents=True, exist_ok=True), d)
     _check_plan(d, ds, splits)
@@ -215,17 +213,35 @@ def build_cache(
     total = sum(len(t[2]) for t in tasks)
     _run_tasks(tasks, total, jobs or os.cpu_count() or 1, progress, on_chunk, f"log-mel {cfg.key}")
 
+    result = BuildResult(d)
+    if is_complete(d):  # another process (a concurrent run of the same build) finished it meanwhile
+        return _finished(d)
     if merge and all(_part_path(d, s, c).exists() for s in splits for c in range(_chunks(len(ds.splits[s])))):
         lock = d / ".merge.lock"
         if not _take_lock(lock):
             result.merging_elsewhere = True
             return result
         try:
+            if is_complete(d):  # merged by the lock's previous holder between our check and our lock
+                return _finished(d)
             result = merge_parts(ds, d, cfg, splits)
         finally:
             lock.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _finished(d: Path) -> BuildResult:
+    """The result of a finished cache (its manifest and report), after removing what only a build needed."""
+    try:
+        manifest = json.loads((d / "manifest.json").read_text())
+        skipped = json.loads((d / "report.json").read_text())["skipped"]
+        clips = {str(k): int(v) for k, v in manifest["clips"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise DataError(f"{d}: a damaged cache (manifest.json or report.json unreadable); "
+                        "delete it and rerun guesser preprocess") from None
+    _cleanup(d)  # a build killed between its manifest and its clean-up, or a concurrent run's late parts
+    return BuildResult(d, clips=clips, skipped=skipped if isinstance(skipped, list) else [], merged=True)
 
 
 def _plan(ds: Fsd50k, splits: list[str]) -> dict:
@@ -262,11 +278,7 @@ def _take_lock(lock: Path) -> bool:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                host, pid = lock.read_text().split()
-            except (OSError, ValueError):
-                host, pid = "", "0"  # empty: its writer died between create and write
-            if host not in ("", socket.gethostname()) or _alive(int(pid)):
+            if _lock_alive(lock):
                 return False
             lock.unlink(missing_ok=True)
             continue
@@ -274,6 +286,16 @@ def _take_lock(lock: Path) -> bool:
             f.write(me)
         return True
     return False
+
+
+def _lock_alive(lock: Path) -> bool:
+    """Whether the merge lock's owner may still be running (another host's lock is assumed alive)."""
+    try:
+        host, pid = lock.read_text().split()
+        pid_n = int(pid)
+    except (OSError, ValueError):
+        host, pid_n = "", 0  # empty or garbage: its writer died between create and write
+    return host not in ("", socket.gethostname()) or _alive(pid_n)
 
 
 def _alive(pid: int) -> bool:
@@ -395,11 +417,18 @@ def merge_parts(ds: Fsd50k, d: Path, cfg: FeatureConfig, splits: list[str]) -> B
 
 
 def _cleanup(d: Path) -> None:
-    """Remove what only a build needs (parts, plan, temporaries of a killed merge) once the manifest exists."""
+    """Remove what only a build needs (parts, plan, temporaries of a killed merge) once the manifest exists.
+
+    A merge lock left behind (the merging process killed after writing the
+    manifest) goes too, unless its owner is still alive and about to remove it.
+    """
     shutil.rmtree(_parts_dir(d), ignore_errors=True)
     (d / "plan.json").unlink(missing_ok=True)
     for tmp in d.glob(".*.tmp"):  # atomic_write's temporaries, left by a merge killed mid-write
         tmp.unlink(missing_ok=True)
+    lock = d / ".merge.lock"
+    if lock.exists() and not _lock_alive(lock):
+        lock.unlink(missing_ok=True)
 
 
 def frame_stats(blocks: Iterable[np.ndarray]) -> dict | None:
@@ -529,23 +558,44 @@ class FeatureCache:
             raise DataError(f"{d}: not a finished guesser cache{hint}")
         try:
             version = int(json.loads((d / "manifest.json").read_text()).get("version", 0))
-        except (ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError):
             version = 0
         if version not in READABLE_VERSIONS:
             raise DataError(f"{d}: cache layout {version} is not one this guesser reads "
                             f"({', '.join(map(str, READABLE_VERSIONS))}); delete it and rerun guesser preprocess")
-        cfg = FeatureConfig.from_dict(json.loads((d / "features.json").read_text()))
-        stats = json.loads((d / "stats.json").read_text()) if (d / "stats.json").exists() else {}
-        report = json.loads((d / "report.json").read_text())
+        def read(name: str, kind: type) -> object:
+            try:
+                value = json.loads((d / name).read_text())
+            except (OSError, ValueError, RecursionError) as e:
+                raise _damaged(d, f"{name} unreadable ({type(e).__name__})") from None
+            if not isinstance(value, kind):
+                raise _damaged(d, f"{name} is not a JSON {kind.__name__}")
+            return value
+
+        try:
+            cfg = FeatureConfig.from_dict(read("features.json", dict))
+        except ValueError as e:
+            raise _damaged(d, f"features.json: {e}") from None
+        stats = read("stats.json", dict) if (d / "stats.json").exists() else {}
+        report = read("report.json", dict)
         return cls(d, cfg, stats, report, version)
 
     def split(self, name: str) -> CachedSplit:
+        """One split, checked against itself: a truncated or foreign file is a one-line DataError, never a crash later."""
         idx_path = self.directory / f"{name}.index.npz"
         if not idx_path.exists():
             raise DataError(f"{self.directory}: split {name!r} was not cached")
-        with np.load(idx_path, allow_pickle=False) as idx:
-            index = {k: idx[k] for k in ("fnames", "offsets", "lengths", "targets", "vocabulary")}
-        frames = np.load(self.directory / f"{name}.frames.npy", mmap_mode="r")
+        try:
+            with np.load(idx_path, allow_pickle=False) as idx:
+                index = {k: idx[k] for k in ("fnames", "offsets", "lengths", "targets", "vocabulary")}
+        except Exception as e:  # noqa: BLE001 - a zip/npy reader meets garbage in many ways
+            raise _damaged(self.directory, f"{idx_path.name} unreadable ({type(e).__name__})") from None
+        try:
+            frames = np.load(self.directory / f"{name}.frames.npy", mmap_mode="r", allow_pickle=False)
+        except Exception as e:  # noqa: BLE001 - truncated: "mmap length is greater than file size"
+            raise _damaged(self.directory, f"{name}.frames.npy unreadable ({type(e).__name__}: "
+                                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        _check_index(self.directory, name, index, frames, self.features.n_mels)
         return CachedSplit(
             name,
             frames,
@@ -566,8 +616,36 @@ class FeatureCache:
             return cfg
         if not self.stats:
             raise DataError(f"{self.directory}: no train statistics (was the train split cached?)")
-        s = self.stats[norm]
-        return cfg.with_stats(s["mean"], s["std"])
+        try:
+            s = self.stats[norm]
+            return cfg.with_stats(s["mean"], s["std"]).validate()
+        except (KeyError, TypeError, ValueError) as e:
+            raise _damaged(self.directory, f"stats.json has no valid {norm!r} statistics ({e})") from None
+
+
+def _damaged(d: Path, what: str) -> DataError:
+    return DataError(f"{d}: a damaged cache ({what}); delete it and rerun guesser preprocess")
+
+
+def _check_index(d: Path, name: str, index: dict, frames: np.ndarray, n_mels: int) -> None:
+    """Shapes, dtypes and ranges of one split's index against its frames (cheap: no frame is read)."""
+    fnames, offsets, lengths, targets, vocab = (index[k] for k in ("fnames", "offsets", "lengths", "targets", "vocabulary"))
+    n = len(fnames) if fnames.ndim == 1 else -1
+    problem = None
+    if frames.dtype != np.float16 or frames.ndim not in (1, 2) or (frames.ndim == 2 and frames.shape[1] != n_mels):
+        problem = f"{name}.frames.npy holds {frames.dtype} {frames.shape}, not float16 frames of {n_mels} mels"
+    elif n < 0 or offsets.shape != (n,) or lengths.shape != (n,) or vocab.ndim != 1 or targets.shape != (n, len(vocab)):
+        problem = f"{name}.index.npz arrays disagree in length"
+    elif not (np.issubdtype(offsets.dtype, np.integer) and np.issubdtype(lengths.dtype, np.integer)):
+        problem = f"{name}.index.npz offsets/lengths are not integers"
+    elif n and (lengths.min() < 1 or offsets.min() < 0):
+        problem = f"{name}.index.npz has negative offsets or empty clips"
+    else:
+        total = frames.shape[0] if frames.ndim == 2 else frames.shape[0] // max(n_mels, 1)
+        if n and int((offsets.astype(np.int64) + lengths.astype(np.int64)).max()) > total:
+            problem = f"{name}.frames.npy is shorter than its index says (truncated?)"
+    if problem:
+        raise _damaged(d, problem)
 
 
 def find_cache(out: str | Path, cfg: FeatureConfig) -> FeatureCache:

@@ -93,6 +93,8 @@ def run_preprocess(data_root: Path, out: Path, *, jobs: int | None, features: st
     results = []
     if jobs is not None and jobs < 1:
         raise GuesserError(f"--jobs must be at least 1, got {jobs}")
+    if out.exists() and not out.is_dir():
+        raise GuesserError(f"--out {out}: a file, not a folder; choose a folder for the caches")
     for cfg in parse_presets(features):
         if merge_only:
             res = merge_shards(data_root, out, cfg)
@@ -114,7 +116,10 @@ def run_preprocess(data_root: Path, out: Path, *, jobs: int | None, features: st
         elif res.merging_elsewhere:
             console.print(f"every chunk of {cfg.key} is built; another process is merging them "
                           f"(lock {res.directory / '.merge.lock'}; if none is, delete the lock and rerun)")
-        else:
+        elif shard[1] > 1:
             console.print(f"shard {shard[0]}/{shard[1]} of {cfg.key} done; merge once every shard has finished "
                           f"(guesser preprocess {data_root} --out {out} --merge)")
+        else:  # only when a part went missing under a concurrent run: the same command finishes it
+            console.print(f"{cfg.key}: not finished (a concurrent run removed some parts); "
+                          f"rerun: guesser preprocess {data_root} --out {out}")
     return results
