@@ -270,11 +270,12 @@ def evaluate(
     split: str = typer.Option("eval", "--split", help="eval or val."),
     index: Path = typer.Option(Path("runs/index.json"), "--index", readable=False, help="Models index for the default."),
     ensemble: bool = typer.Option(True, "--ensemble/--no-ensemble", help="Also score the ensemble of the evaluated models."),
+    write_index: bool = typer.Option(False, "--write-index", help="Record the family weights chosen on val in --index (the app reads them)."),
 ) -> None:
-    """Score runs on the eval split; results JSON saved next to each checkpoint."""
+    """Score runs on the eval split; results JSON saved next to each checkpoint (never inside the installed package)."""
     from trainer.evaluate import run_evaluate
 
-    run_evaluate(runs or [], cache=cache, split=split, index=index, ensemble=ensemble)
+    run_evaluate(runs or [], cache=cache, split=split, index=index, ensemble=ensemble, write_index=write_index)
 
 
 @app.command()

@@ -112,6 +112,26 @@ def ensemble_path(folder: Path, split: str) -> Path:
     return folder / ("ensemble_eval.json" if split == "eval" else f"ensemble_eval_{split}.json")
 
 
+OUTSIDE_PACKAGE = Path("evaluations")
+"""Where results for models that sit inside the installed package go (relative to the working folder)."""
+
+
+def package_folders() -> list[Path]:
+    """guesser's own folders: the package (with ``_assets`` in a wheel) and, in a source checkout, ``assets/``."""
+    import guesser
+
+    root = Path(guesser.__file__).resolve().parent
+    return [root, root.parent / "assets"]
+
+
+def outside_package(path: Path) -> Path:
+    """``path``, unless it lies inside the installed package: then ``evaluations/<name>`` (never write there)."""
+    resolved = Path(path).resolve()
+    if any(resolved.is_relative_to(p) for p in package_folders()):
+        return OUTSIDE_PACKAGE / resolved.name
+    return path
+
+
 # ---------------------------------------------------------------- scoring
 
 def open_cache(cache: Path, model: LoadedModel):
@@ -338,8 +358,14 @@ def model_header(run: ModelRun, split: str) -> dict:
 # ---------------------------------------------------------------- the command
 
 def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path = Path("runs/index.json"),
-                 ensemble: bool = True, *, device: str = "auto", console=None) -> list[dict]:
-    """Evaluate ``runs`` (default: the models in ``index``); write and print the results; return them."""
+                 ensemble: bool = True, *, write_index: bool = False, device: str = "auto", console=None) -> list[dict]:
+    """Evaluate ``runs`` (default: the models in ``index``); write and print the results; return them.
+
+    Results go beside each checkpoint, except for models inside the installed
+    package (the shipped ones): theirs go to ``evaluations/`` in the working
+    folder. The family weights chosen on val are written into ``index`` only
+    with ``write_index`` (``--write-index``).
+    """
     from rich.console import Console
 
     from trainer.train import pick_device
@@ -367,7 +393,7 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
         evaluated.append(run)
         body = evaluate_labels_model(run) if model.task == TASK_LABELS else evaluate_families_model(run)
         result = jsonable(model_header(run, split) | {"seconds": round(seconds, 1)} | body)
-        out = result_path(Path(ckpt), split)
+        out = outside_package(result_path(Path(ckpt), split))
         atomic_write_text(out, json.dumps(result, indent=1))
         result["path"] = str(out)
         results.append(result)
@@ -379,12 +405,16 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
                   "params": sum(int(r.model.meta.get("params") or 0) for r in evaluated),
                   "thresholds_from": "val", "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         result = jsonable(header | body)
-        if "family_weights" in body and not runs:
+        if "family_weights" in body:
             chosen = body["family_weights"]["chosen"]
-            record_family_weights(Path(index), evaluated, chosen)
+            if write_index and not runs:
+                record_family_weights(Path(index), evaluated, chosen)
+                where = f"; written to {index}"
+            else:
+                where = f"; to use them, rerun with --index {index} --write-index" if not runs else ""
             status.print("family models' weights in the ensemble (best family mAP on val; label models 1): "
-                         + ", ".join(f"{n} {w:g}" for n, w in chosen.items()) + f"; written to {index}")
-        out = ensemble_path(ens_dir, split)
+                         + ", ".join(f"{n} {w:g}" for n, w in chosen.items()) + where, markup=False)
+        out = outside_package(ensemble_path(ens_dir, split))
         atomic_write_text(out, json.dumps(result, indent=1))
         result["path"] = str(out)
         results.append(result)
@@ -399,6 +429,7 @@ def fmt(v, digits: int = 3) -> str:
 def print_summary(results: list[dict], split: str, console) -> None:
     """One row per model (and the ensemble); narrow enough for an 80-column terminal."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -415,4 +446,4 @@ def print_summary(results: list[dict], split: str, console) -> None:
                       fmt(s.get("family_map")), fmt(s.get("family_accuracy")))
     console.print(table)
     for r in results:
-        console.print(f"[dim]{r['name']}: results → {r['path']}[/]")
+        console.print(f"[dim]{escape(str(r['name']))}: results → {escape(str(r['path']))}[/]")

@@ -11,15 +11,21 @@ ranking), its metadata kept and extended with its evaluation results when
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from guesser.checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from guesser.checkpoint import atomic_write_text, load_checkpoint, read_meta, save_checkpoint
 from guesser.ensemble import resolve_model_paths
 from guesser.errors import GuesserError
+
+
+MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+"""A member name as exported: ``<member>.safetensors`` stays inside ``--out`` whatever the checkpoint says."""
 
 
 def eval_summary(run_dir: Path) -> dict | None:
@@ -27,10 +33,15 @@ def eval_summary(run_dir: Path) -> dict | None:
     path = run_dir / "eval.json"
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise GuesserError(f"{path}: cannot read it as JSON ({type(e).__name__}); rerun guesser evaluate") from None
     keep = ("map", "d_prime", "lwlrap", "family_map", "family_accuracy", "f1_macro")
-    summary = data.get("summary", {})
-    return {"split": data.get("split"), "clips": data.get("clips"),
+    summary = data.get("summary", {}) if isinstance(data, dict) else None
+    if not isinstance(summary, dict):
+        raise GuesserError(f"{path}: not a guesser evaluation result; rerun guesser evaluate")
+    return {"split": str(data.get("split")), "clips": data.get("clips") if isinstance(data.get("clips"), int) else None,
             **{k: summary[k] for k in keep if isinstance(summary.get(k), (int, float))}}
 
 
@@ -39,17 +50,35 @@ def export_models(index: Path, out: Path, *, dtype: torch.dtype = torch.float16)
     index = Path(index)
     paths = resolve_model_paths([index])
     src = json.loads((index / "index.json" if index.is_dir() else index).read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    entries = []
-    table = Table(title=f"exported to {out}")
-    for col in ("member", "model", "task", "MB", "eval"):
-        table.add_column(col)
+    # Every member checked (headers only) before anything is written: a bad one exports nothing.
+    members: list[str] = []
+    written: dict[str, Path] = {}
     for entry, path in zip(src["models"], paths):
-        tensors, meta = load_checkpoint(path)
+        meta = read_meta(path)
         if meta.get("kind") != "model":
             raise GuesserError(f"{path}: not a model checkpoint")
-        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         member = meta.get("member") or entry.get("member") or path.parent.name
+        if not isinstance(member, str) or not MEMBER_NAME.fullmatch(member):
+            # the name becomes a file name in --out: '../../x' or '/etc/x' would write outside it
+            raise GuesserError(f"{path}: member name {member!r:.60} is not a plain file name "
+                               "(letters, digits, '_', '-', '.'; no '/' or '..'); nothing was exported")
+        if member in written:
+            raise GuesserError(f"{path}: a second model for member {member!r} (the first is {written[member]}); "
+                               "an exported index holds one model per member; nothing was exported")
+        written[member] = path
+        members.append(member)
+        eval_summary(path.parent)  # a damaged eval.json stops the export here, before any write
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GuesserError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
+    entries = []
+    table = Table(title=Text(f"exported to {out}"))
+    for col in ("member", "model", "task", "MB", "eval"):
+        table.add_column(col)
+    for entry, path, member in zip(src["models"], paths, members):
+        tensors, meta = load_checkpoint(path)
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         ev = eval_summary(path.parent)
         meta = {**meta, "exported_from": str(path), "weights_dtype": str(dtype).removeprefix("torch.")}
         if ev:
@@ -58,7 +87,7 @@ def export_models(index: Path, out: Path, *, dtype: torch.dtype = torch.float16)
         save_checkpoint(target, tensors, {k: v for k, v in meta.items() if k not in ("format", "format_version")})
         entries.append({**{k: v for k, v in entry.items() if k != "path"}, "path": target.name,
                         **({"eval": ev} if ev else {})})
-        table.add_row(member, meta.get("name", "?"), meta.get("task", "?"), f"{target.stat().st_size / 1e6:.1f}",
+        table.add_row(member, Text(str(meta.get("name", "?"))), Text(str(meta.get("task", "?"))), f"{target.stat().st_size / 1e6:.1f}",
                       ", ".join(f"{k} {v:.3f}" for k, v in (ev or {}).items() if isinstance(v, float)))
     new_index = out / "index.json"
     atomic_write_text(new_index, json.dumps({"version": 1, "models": entries}, indent=1))
