@@ -24,7 +24,7 @@ import torch
 
 from guesser.errors import CheckpointError
 # The one atomic writer (high scores and recordings use it too) lives in guesser.fileio; re-exported here.
-from guesser.fileio import atomic_write, atomic_write_text  # noqa: F401
+from guesser.fileio import atomic_write, atomic_write_text, check_regular  # noqa: F401
 
 FORMAT = "guesser-checkpoint"
 FORMAT_VERSION = 1
@@ -78,8 +78,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists() or p.is_dir():
         raise CheckpointError(f"{p}: no such checkpoint")
+    check_regular(p, CheckpointError)  # a FIFO or a device is refused, never opened
     try:
         with safe_open(str(p), framework="pt") as f:
             header = f.metadata() or {}

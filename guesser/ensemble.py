@@ -29,6 +29,7 @@ import torch
 
 from guesser.checkpoint import load_checkpoint
 from guesser.errors import CheckpointError
+from guesser.fileio import read_text
 from guesser.features import FeatureConfig, fit_frames, log_mel_long, normalize, resampler, to_mono, window_starts
 from guesser.labels import FAMILIES_6, default_label_space, fold_families
 from guesser.models import TASK_FAMILIES, TASK_LABELS, build_model
@@ -188,7 +189,7 @@ def resolve_models(sources: Iterable[str | Path] | None) -> list[tuple[Path, flo
             raise CheckpointError(f"{p}: no models found there (train some with 'guesser train multi', or pass --models)")
         if p.suffix == ".json":
             try:
-                index = json.loads(p.read_text())
+                index = json.loads(read_text(p, CheckpointError))  # a regular file only: a FIFO never blocks
                 entries = index["models"]
                 paths += [((p.parent / e["path"]).resolve(), float(e.get("family_weight", 1.0))) for e in entries]
             except (ValueError, KeyError, TypeError):
