@@ -124,11 +124,18 @@ def package_folders() -> list[Path]:
     return [root, root.parent / "assets"]
 
 
-def outside_package(path: Path) -> Path:
-    """``path``, unless it lies inside the installed package: then ``evaluations/<name>`` (never write there)."""
+def outside_package(path: Path, checkpoint: Path | None = None) -> Path:
+    """``path``, unless it lies inside the installed package: then ``evaluations/`` (never write there).
+
+    A run's ``eval.json`` is named after its run folder there (``<run>.eval.json``), so several runs'
+    results do not overwrite each other.
+    """
     resolved = Path(path).resolve()
     if any(resolved.is_relative_to(p) for p in package_folders()):
-        return OUTSIDE_PACKAGE / resolved.name
+        name = resolved.name
+        if checkpoint is not None and Path(checkpoint).stem == "best":
+            name = f"{Path(checkpoint).resolve().parent.name}.{name}"
+        return OUTSIDE_PACKAGE / name
     return path
 
 
@@ -393,7 +400,7 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
         evaluated.append(run)
         body = evaluate_labels_model(run) if model.task == TASK_LABELS else evaluate_families_model(run)
         result = jsonable(model_header(run, split) | {"seconds": round(seconds, 1)} | body)
-        out = outside_package(result_path(Path(ckpt), split))
+        out = outside_package(result_path(Path(ckpt), split), Path(ckpt))
         atomic_write_text(out, json.dumps(result, indent=1))
         result["path"] = str(out)
         results.append(result)
