@@ -29,8 +29,8 @@ import torch
 
 from guesser.checkpoint import load_checkpoint
 from guesser.errors import CheckpointError
-from guesser.fileio import read_text
 from guesser.features import FeatureConfig, fit_frames, log_mel_long, normalize, resampler, to_mono, window_starts
+from guesser.fileio import read_text
 from guesser.labels import FAMILIES_6, default_label_space, fold_families
 from guesser.models import TASK_FAMILIES, TASK_LABELS, build_model
 
@@ -137,8 +137,10 @@ def load_model(path: str | Path, *, precision: str | None = None, optimize: bool
     try:
         module.load_state_dict(tensors, assign=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0] if str(e) else "mismatch"
-        raise CheckpointError(f"{path}: weights do not match its metadata ({first})") from None
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # torch's first line is only "Error(s) in loading state_dict for Cnn3:"; the second names the tensor
+        first = (lines[1] if len(lines) > 1 and lines[0].startswith("Error(s)") else lines[0]) if lines else "mismatch"
+        raise CheckpointError(f"{path}: weights do not match its metadata ({first[:200]})") from None
     if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
         raise CheckpointError(f"{path}: weights do not match its metadata (tensors missing)")
     damaged = next((k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
