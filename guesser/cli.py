@@ -51,8 +51,13 @@ def friendly(fn):
             result = fn(*args, **kwargs)
             _flush_stdout()
             return result
-        except (typer.Exit, typer.Abort, _ClickException):  # typer's own exits and usage errors
-            _flush_stdout(quiet=True)
+        except (typer.Exit, typer.Abort, _ClickException) as e:  # typer's own exits and usage errors
+            try:
+                _flush_stdout()
+            except OutputError as out:  # a success whose output was lost is not a success
+                if getattr(e, "exit_code", 1) == 0:
+                    _error(str(out))
+                    raise typer.Exit(out.exit_code) from None
             raise
         except GuesserError as e:
             if isinstance(e, OutputError):
@@ -103,14 +108,12 @@ def _crash(e: BaseException):
     raise typer.Exit(InternalError.exit_code) from None
 
 
-def _flush_stdout(quiet: bool = False) -> None:
+def _flush_stdout() -> None:
     """Flush stdout now, so a full disk behind it is reported here and not as noise at interpreter exit."""
     try:
         sys.stdout.flush()
     except OSError as e:
         _silence_stdout()
-        if quiet:
-            return
         from guesser.errors import OutputError
 
         raise OutputError(f"cannot write the output ({e.strerror or e})") from None
