@@ -175,6 +175,8 @@ class _FFmpegSource(AudioSource):
     def __init__(self, name: str, container, stream, file):
         self._container, self._stream, self._file = container, stream, file
         ctx = stream.codec_context
+        if ctx is None:  # FFmpeg found an audio stream but has no decoder for it (or the header is damaged)
+            raise AudioError(f"{name}: cannot decode audio (no decoder for its audio stream)")
         rate = ctx.sample_rate or stream.rate or 0
         frames = None
         try:

@@ -314,6 +314,14 @@ def classify_row(id: str, make: Callable[[Ctx], Path], code: int, says: tuple[st
 # ---------------------------------------------------------------- audio files
 
 
+def unknown_codec_wav(path: Path) -> Path:
+    """A WAV whose format tag (0x1234) neither libsndfile nor FFmpeg knows: FFmpeg lists a stream it cannot decode."""
+    data = (np.sin(np.arange(8000) / 5) * 10000).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 0x1234, 1, 16000, 32000, 2, 16)
+    return put(path, b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVEfmt " + struct.pack("<I", 16) + fmt
+               + b"data" + struct.pack("<I", len(data)) + data)
+
+
 def put(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
@@ -748,6 +756,8 @@ ROWS: list[Row] = [
     classify_row("no-samples", lambda c: sf.write(str(c.work / "none.wav"), np.zeros(0, np.float32), 22050)
                  or c.work / "none.wav", 1, ("none.wav", "empty")),
     classify_row("missing-file", lambda c: c.work / "missing.wav", 1, ("missing.wav", "no such file")),
+    classify_row("wav-unknown-codec", lambda c: unknown_codec_wav(c.work / "odd.wav"), 1,  # found by the fuzz pass
+                 ("odd.wav", "no decoder for its audio stream")),
     classify_row("folder-without-audio", lambda c: (c.work / "empty_dir").mkdir() or c.work / "empty_dir", 1,
                  ("empty_dir", "no audio files")),
     classify_row("truncated-flac", lambda c: put(c.work / "cut.flac", tone(c.work / "full.flac", 3.0).read_bytes()[:300]),
