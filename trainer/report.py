@@ -18,6 +18,7 @@ console output and saves it as a self-contained page.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,9 +170,9 @@ def read_history(path: Path) -> list[dict]:
         except (ValueError, RecursionError):
             raise GuesserError(f"{path}:{n}: not a JSON line") from None
         if isinstance(row, dict) and "epoch" in row:
-            for key in ("epoch", "train_loss", "val_loss"):
+            for key in ("epoch", "train_loss", "val_loss"):  # NaN is a number here: a diverged run's loss
                 v = row.get(key)
-                if (key != "val_loss" or v is not None) and not (_number(v) and v is not None and v == v):
+                if (key != "val_loss" or v is not None) and not (_number(v) and v is not None):
                     raise GuesserError(f"{path}:{n}: {key} must be a number, got {v!r:.40}")
             rows.append(row)
     return rows
@@ -388,9 +389,13 @@ def loss_chart(run: RunFolder, width: int) -> Text | None:
         val = f", val loss {r['val_loss']:.4f}" if r.get("val_loss") is not None else ""
         return Text(f"{run.name}: loss per epoch — one epoch only: train loss {r['train_loss']:.4f}{val} "
                     "(a curve needs two epochs)")
-    epochs = [r["epoch"] for r in h]
-    series = [("train loss", epochs, [r["train_loss"] for r in h], True)]
-    val = [(r["epoch"], r["val_loss"]) for r in h if r.get("val_loss") is not None]
+    finite = math.isfinite  # a diverged epoch's NaN loss is left out of the curve, not drawn
+    train = [(r["epoch"], r["train_loss"]) for r in h if finite(r["epoch"]) and finite(r["train_loss"])]
+    val = [(r["epoch"], r["val_loss"]) for r in h
+           if r.get("val_loss") is not None and finite(r["epoch"]) and finite(r["val_loss"])]
+    if not train:
+        return Text(f"{run.name}: loss per epoch — no finite train loss (the run diverged)")
+    series = [("train loss", [e for e, _ in train], [v for _, v in train], True)]
     if val:
         series.append(("val loss", [e for e, _ in val], [v for _, v in val], True))
     return chart(series, f"{run.name}: loss per epoch", "epoch", width)
