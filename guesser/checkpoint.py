@@ -25,66 +25,23 @@ This is also the only module that opens safetensors files.
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from guesser.errors import CheckpointError, DiskFullError
+from guesser.errors import CheckpointError
 from guesser.features import FeatureConfig
+# The one atomic writer (high scores and recordings use it too) lives in guesser.fileio; re-exported here.
+from guesser.fileio import atomic_write, atomic_write_text, check_regular  # noqa: F401
 from guesser.models import TASK_LABELS, TASKS
 
 FORMAT = "guesser-checkpoint"
 FORMAT_VERSION = 1
 _TENSOR = "__tensor__"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``; the old file survives any failure.
-
-    A full disk (or quota) becomes :class:`DiskFullError`, one line for the user;
-    checkpoints, caches and run logs all go through here, so none of them can
-    leave a torn file or a traceback behind.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result gets a normal file's mode
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFullError(f"disk full while writing {path}; free some space and rerun "
-                                "(the previous version of the file is intact)") from None
-        raise
-
-
-def _umask() -> int:
-    """The process umask; read from /proc where possible (setting it to read it races other threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(Path(path), lambda p: p.write_text(text))
 
 
 def flatten(tree: Any, prefix: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
@@ -134,8 +91,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists() or p.is_dir():
         raise CheckpointError(f"{p}: no such checkpoint")
+    check_regular(p, CheckpointError)  # a FIFO or a device is refused, never opened
     try:
         with safe_open(str(p), framework="pt") as f:
             header = f.metadata() or {}
@@ -434,11 +392,10 @@ class ModelsIndex:
 
     @classmethod
     def read(cls, path: str | Path) -> "ModelsIndex":
+        from guesser.fileio import read_text
+
         p = Path(path)
-        try:
-            text = p.read_text()
-        except (OSError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{p}: cannot read the models index ({e.strerror or type(e).__name__})") from None
+        text = read_text(p, CheckpointError)  # regular files only: a FIFO never blocks
         data = _json(text, f"{p}: not a guesser models index (not JSON)")
         if not isinstance(data, dict) or not isinstance(data.get("models"), list):
             raise CheckpointError(f"{p}: not a guesser models index (no list of models)")

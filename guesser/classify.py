@@ -7,8 +7,10 @@ only when a table is drawn, and nothing from ``trainer/`` ever.
 A bad file never stops the others: it gets one ``error: …`` line on stderr and
 the exit code becomes 1 once every other file has been classified. Bad
 ``--models`` stop everything before any file is decoded (nothing could be
-classified). Exit codes: 0 all files classified; 1 a file could not be
-classified, or no models/no files (see docs/inference.md).
+classified). A silent file is a result (``"silent": true``), not an error.
+Files of any length are scored in bounded memory (:mod:`guesser.stream`).
+Exit codes: 0 all files classified; 1 a file could not be classified, or no
+models/no files, or the output could not be written (see docs/inference.md).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence, TextIO
 
-from guesser.errors import AudioError, GuesserError
+from guesser.errors import AudioError, GuesserError, OutputError
+from guesser.fileio import shown
 from guesser.labels import pretty
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,19 +48,30 @@ def expand_inputs(paths: Sequence[Path]) -> list[tuple[Path, str | None]]:
 
     Folders are searched recursively for audio extensions (sorted); a file
     argument is kept as given, whatever its extension, so that a mislabelled
-    file still gets a try and a clear error if it is not audio.
+    file still gets a try and a clear error if it is not audio. Nothing is
+    opened here: a FIFO, a device or an unreadable file is refused when its
+    turn comes (:func:`guesser.audio.open_audio`), after the files before it.
     """
     from guesser.audio import find_audio_files
 
     items: list[tuple[Path, str | None]] = []
     for p in paths:
-        if p.is_dir():
-            found = find_audio_files([p])
+        try:
+            is_dir, exists = p.is_dir(), os.path.lexists(os.fsencode(p))
+        except OSError as e:  # a name too long, a loop of links
+            items.append((p, f"{shown(p)}: {e.strerror or e}"))
+            continue
+        if is_dir:
+            try:
+                found = find_audio_files([p])
+            except OSError as e:
+                items.append((p, f"{shown(p)}: cannot list this folder ({e.strerror or e})"))
+                continue
             items.extend((f, None) for f in found)
             if not found:
-                items.append((p, f"{p}: no audio files in this folder"))
-        elif not p.exists():
-            items.append((p, f"{p}: no such file"))
+                items.append((p, f"{shown(p)}: no audio files in this folder"))
+        elif not exists:
+            items.append((p, f"{shown(p)}: no such file"))
         else:
             items.append((p, None))
     return items
@@ -66,16 +80,25 @@ def expand_inputs(paths: Sequence[Path]) -> list[tuple[Path, str | None]]:
 def classify_file(ensemble: "Ensemble", path: Path, *, timeline: bool = False) -> "Prediction":
     """Decode ``path`` and run the ensemble; :class:`AudioError` (one line) for anything unusable.
 
-    Digital silence is refused rather than classified: a model asked about
-    silence still ranks 200 labels, and those guesses would be noise.
+    Digital silence is refused here (a caller that expects a recording);
+    ``guesser classify`` uses :func:`classify_path`, where silence is a result.
     """
-    from guesser.audio import load_audio
+    prediction, silent = classify_path(ensemble, path, timeline=timeline)
+    if silent:
+        from guesser.audio import silent_message
 
-    audio = load_audio(path, allow_silent=False)
-    try:
-        return ensemble.predict(audio.samples, audio.sample_rate, timeline=timeline)
-    except MemoryError:
-        raise AudioError(f"{path}: too long to classify in memory ({audio.duration:.0f} s)") from None
+        raise AudioError(silent_message(shown(path)))
+    return prediction
+
+
+def classify_path(ensemble: "Ensemble", path: Path, *, timeline: bool = False) -> tuple["Prediction", bool]:
+    """(prediction, silent) for one file of any length, decoded and scored block by block."""
+    from guesser.audio import open_audio
+    from guesser.stream import is_silent, predict_source
+
+    with open_audio(path) as source:
+        prediction = predict_source(ensemble, source, timeline=timeline)
+        return prediction, is_silent(source)
 
 
 # ---------------------------------------------------------------- output
@@ -89,9 +112,11 @@ def _bar(score: float, width: int = BAR_WIDTH) -> str:
     return ("█" * full + part).ljust(width)
 
 
-def prediction_json(path: Path | str, prediction: "Prediction", top_k: int) -> dict:
-    """The JSON Lines object for one file: file, labels, families, models (+ agreement, duration, timeline)."""
-    return prediction.to_json(file=str(path), top_k=top_k)
+def prediction_json(path: Path | str, prediction: "Prediction", top_k: int, silent: bool = False) -> dict:
+    """The JSON Lines object for one file: file, labels, families, models, agreement, duration, silent (+ timeline)."""
+    obj = prediction.to_json(file=shown(path), top_k=top_k)
+    obj["silent"] = bool(silent)
+    return obj
 
 
 def render_prediction(prediction: "Prediction", *, title: str, top_k: int, timeline: bool = False):
@@ -143,10 +168,11 @@ def render_prediction(prediction: "Prediction", *, title: str, top_k: int, timel
     return Group(*parts)
 
 
-def _title(path: Path, prediction: "Prediction") -> str:
+def _title(path: Path, prediction: "Prediction", silent: bool = False) -> str:
     windows = len(prediction.windows) if prediction.windows else None
     extra = f" · {windows} windows" if windows and windows > 1 else ""
-    return f"{path} · {prediction.duration:.1f} s{extra} · {prediction.seconds * 1000:.0f} ms"
+    quiet = " · silent" if silent else ""  # a result, not an error: the scores describe near-silence
+    return f"{shown(path)} · {prediction.duration:.1f} s{extra} · {prediction.seconds * 1000:.0f} ms{quiet}"
 
 
 # ---------------------------------------------------------------- commands
@@ -181,19 +207,26 @@ def run_classify(paths: Iterable[Path], json_out: bool = False, top_k: int = 5,
     for path, problem in items:
         if problem is None:
             try:
-                pred = classify_file(ensemble, path, timeline=timeline)
+                pred, silent = classify_path(ensemble, path, timeline=timeline)
             except AudioError as e:
                 problem = str(e)
         if problem is not None:
             failed += 1
             report(problem)
             continue
-        if json_out:
-            out.write(json.dumps(prediction_json(path, pred, top_k), ensure_ascii=False) + "\n")
-            out.flush()
-        else:
-            console.print(render_prediction(pred, title=_title(path, pred), top_k=top_k, timeline=timeline))
-            console.print()
+        try:
+            if json_out:
+                # allow_nan=False: a NaN can never reach stdout as invalid JSON (combine() refuses them first)
+                out.write(json.dumps(prediction_json(path, pred, top_k, silent), ensure_ascii=False,
+                                     allow_nan=False) + "\n")
+                out.flush()
+            else:
+                console.print(render_prediction(pred, title=_title(path, pred, silent), top_k=top_k,
+                                                timeline=timeline))
+                console.print()
+                out.flush()
+        except OSError as e:  # a full disk or a closed pipe behind stdout: nothing more can be shown
+            raise OutputError(f"cannot write the results to standard output ({e.strerror or e})") from None
     return 1 if failed else 0
 
 
@@ -203,8 +236,11 @@ def _error_printer(err: TextIO):
 
     def show(message: str) -> None:
         line = f"error: {message}"
-        err.write((f"\x1b[31m{line}\x1b[0m" if colour else line) + "\n")
-        err.flush()
+        try:
+            err.write((f"\x1b[31m{line}\x1b[0m" if colour else line) + "\n")
+            err.flush()
+        except OSError:  # stderr itself is gone: the exit code still tells
+            pass
 
     return show
 

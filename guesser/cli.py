@@ -3,7 +3,15 @@
 Imports are lazy (inside each command) so ``guesser --help`` and
 ``guesser classify`` start fast and never import the trainer. Every
 :class:`~guesser.errors.GuesserError` becomes one red line on stderr and a
-non-zero exit; Ctrl-C exits 130 without a traceback.
+non-zero exit; Ctrl-C exits 130 without a traceback; standard output that
+cannot be written (``> /dev/full``, a closed pipe) is one line and exit 1; any
+other exception is one line naming a log file with its traceback, exit 70
+(:mod:`guesser.crashlog`).
+
+Path arguments are declared ``readable=False``: click's own check would turn
+one unreadable file among many into a usage error that stops the whole
+command; guesser checks each file itself when it opens it (one line for that
+file, the others still processed).
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ app.add_typer(train_app, name="train")
 
 
 def friendly(fn):
-    """Turn a GuesserError into one red line + exit code, also under typer's CliRunner.
+    """Turn any exception into one red line + exit code, also under typer's CliRunner.
 
     Every command first checks that torch and torchaudio load (:mod:`guesser.stack`):
     a mismatched pair is one line naming the versions and the repair command.
@@ -35,30 +43,120 @@ def friendly(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from guesser.errors import GuesserError
+        from guesser.errors import GuesserError, OutputError
         from guesser.stack import check_stack
 
         try:
             check_stack()
-            return fn(*args, **kwargs)
+            result = fn(*args, **kwargs)
+            _flush_stdout()
+            return result
+        except (typer.Exit, typer.Abort, _ClickException) as e:  # typer's own exits and usage errors
+            try:
+                _flush_stdout()
+            except OutputError as out:  # a success whose output was lost is not a success
+                if getattr(e, "exit_code", 1) == 0:
+                    _error(str(out))
+                    raise typer.Exit(out.exit_code) from None
+            raise
         except GuesserError as e:
-            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+            if isinstance(e, OutputError):
+                _silence_stdout()
+            _error(str(e))
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            typer.secho("interrupted", fg=typer.colors.YELLOW, err=True)
+            _error("interrupted", colour=typer.colors.YELLOW, prefix="")
             raise typer.Exit(130) from None
+        except MemoryError as e:
+            from guesser.crashlog import write_log
+
+            log = write_log(e)
+            _error("out of memory" + (f" (details in {log})" if log else ""))
+            raise typer.Exit(1) from None
+        except OSError as e:
+            import errno
+
+            if e.errno in (errno.EPIPE, errno.ENOSPC, errno.EDQUOT, errno.EIO) and not e.filename:
+                _silence_stdout()  # stdout (or the disk behind it) is gone: say so once, on stderr
+                _error(f"cannot write the output ({e.strerror or e})")
+                raise typer.Exit(1) from None
+            _crash(e)
+        except Exception as e:  # noqa: BLE001 - the last line of defence
+            _crash(e)
 
     return wrapper
 
 
+try:  # typer >= 0.22 vendors click
+    from typer._click.exceptions import ClickException as _ClickException
+except ImportError:  # pragma: no cover - an older typer on plain click
+    from click.exceptions import ClickException as _ClickException
+
+
+def _error(message: str, colour=typer.colors.RED, prefix: str = "error: ") -> None:
+    try:
+        typer.secho(f"{prefix}{message}", fg=colour, err=True)
+    except OSError:  # stderr gone too: the exit code still tells
+        pass
+
+
+def _crash(e: BaseException):
+    from guesser.crashlog import report
+    from guesser.errors import InternalError
+
+    _error(report(e))
+    raise typer.Exit(InternalError.exit_code) from None
+
+
+def _flush_stdout() -> None:
+    """Flush stdout now, so a full disk behind it is reported here and not as noise at interpreter exit."""
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        _silence_stdout()
+        from guesser.errors import OutputError
+
+        raise OutputError(f"cannot write the output ({e.strerror or e})") from None
+    except ValueError:  # closed (CliRunner after its run)
+        pass
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: Python's final flush would otherwise print a second, unhandled error."""
+    import os
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (CliRunner): nothing to redirect
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+    except OSError:
+        pass
+
+
 def _parse_shard(shard: str | None) -> tuple[int, int]:
+    """``--shard i/n``, else torchrun's RANK/WORLD_SIZE (both or neither), else (0, 1); checked either way."""
     import os
 
     from guesser.errors import GuesserError
 
     if shard is None:
         rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
-        return (int(rank), int(world)) if rank is not None and world is not None else (0, 1)
+        if rank is None and world is None:
+            return 0, 1
+        where = f"RANK={rank!r} WORLD_SIZE={world!r} (from the environment, as torchrun sets them)"
+        if rank is None or world is None:
+            raise GuesserError(f"{where}: set both or neither, or pass --shard i/n")
+        try:
+            i, n = int(rank.strip()), int(world.strip())
+        except ValueError:
+            raise GuesserError(f"{where}: both must be whole numbers; or pass --shard i/n") from None
+        if not (n >= 1 and 0 <= i < n):
+            raise GuesserError(f"{where}: need 0 <= RANK < WORLD_SIZE")
+        return i, n
     try:
         i, n = (int(v) for v in shard.split("/"))
     except ValueError:
@@ -74,8 +172,8 @@ def _parse_shard(shard: str | None) -> tuple[int, int]:
 @app.command()
 @friendly
 def preprocess(
-    data_root: Path = typer.Argument(..., help="FSD50K root (FSD50K.ground_truth/, FSD50K.dev_audio/, FSD50K.eval_audio/)."),
-    out: Path = typer.Option(Path("cache"), "--out", "-o", help="Cache folder (one subfolder per feature setting)."),
+    data_root: Path = typer.Argument(..., readable=False, help="FSD50K root (FSD50K.ground_truth/, FSD50K.dev_audio/, FSD50K.eval_audio/)."),
+    out: Path = typer.Option(Path("cache"), "--out", "-o", readable=False, help="Cache folder (one subfolder per feature setting)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Worker processes (default: all cores, shared by torchrun's local ranks)."),
     features: str = typer.Option("recipes", "--features", help="Front-ends to build: recipes (what 'guesser train multi' needs), all, or presets seed, compact, panns (comma-separated)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="Build only shard i of n (i/n); defaults to torchrun's RANK/WORLD_SIZE."),
@@ -95,13 +193,13 @@ def preprocess(
 @friendly
 def train_one(
     recipe: str = typer.Argument(..., help="A shipped recipe name (see 'guesser train list') or a TOML file."),
-    cache: Path = typer.Option(Path("cache"), "--cache", help="Cache folder made by 'guesser preprocess'."),
-    data: Optional[Path] = typer.Option(None, "--data", help="FSD50K root: build a missing cache first."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default runs/<recipe>)."),
+    cache: Path = typer.Option(Path("cache"), "--cache", readable=False, help="Cache folder made by 'guesser preprocess'."),
+    data: Optional[Path] = typer.Option(None, "--data", readable=False, help="FSD50K root: build a missing cache first."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", readable=False, help="Run folder (default runs/<recipe>)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the recipe's epochs."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size"),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1 …"),
-    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Official PANNs Cnn6 checkpoint (cnn6 recipes)."),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained", readable=False, help="Official PANNs Cnn6 checkpoint (cnn6 recipes)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", min=0,
                                          help="Also save the resumable state every N steps (default: every epoch)."),
@@ -117,13 +215,13 @@ def train_one(
 @train_app.command("multi")
 @friendly
 def train_multi(
-    cache: Path = typer.Option(Path("cache"), "--cache", help="Cache folder (built here if --data is given and it is missing)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="FSD50K root, to build the caches the recipes need."),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder for all runs and the models index."),
+    cache: Path = typer.Option(Path("cache"), "--cache", readable=False, help="Cache folder (built here if --data is given and it is missing)."),
+    data: Optional[Path] = typer.Option(None, "--data", readable=False, help="FSD50K root, to build the caches the recipes need."),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", readable=False, help="Folder for all runs and the models index."),
     recipes: Optional[str] = typer.Option(None, "--recipes", help="Comma-separated subset of recipes (default: all shipped)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override every recipe's epochs."),
     device: str = typer.Option("auto", "--device"),
-    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="Official PANNs Cnn6 checkpoint for cnn6 recipes."),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained", readable=False, help="Official PANNs Cnn6 checkpoint for cnn6 recipes."),
     resume: bool = typer.Option(False, "--resume", help="Skip finished runs and continue interrupted ones."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -148,8 +246,8 @@ def train_list() -> None:
 def tune(
     recipe: str = typer.Argument(..., help="Recipe to tune (name or TOML file)."),
     trials: int = typer.Option(20, "--trials", "-n"),
-    cache: Path = typer.Option(Path("cache"), "--cache"),
-    out: Path = typer.Option(Path("runs/tune"), "--out", "-o", help="Study folder: SQLite storage, trial runs, best recipe."),
+    cache: Path = typer.Option(Path("cache"), "--cache", readable=False),
+    out: Path = typer.Option(Path("runs/tune"), "--out", "-o", readable=False, help="Study folder: SQLite storage, trial runs, best recipe."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs per trial (default: the recipe's)."),
     device: str = typer.Option("auto", "--device"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -170,27 +268,29 @@ def tune(
 @app.command()
 @friendly
 def evaluate(
-    runs: List[Path] = typer.Argument(None, help="Run folders or checkpoints (default: the members' best in runs/index.json)."),
-    cache: Path = typer.Option(Path("cache"), "--cache"),
+    runs: List[Path] = typer.Argument(None, readable=False, help="Run folders or checkpoints (default: the members' best in runs/index.json)."),
+    cache: Path = typer.Option(Path("cache"), "--cache", readable=False),
     split: str = typer.Option("eval", "--split", help="eval or val."),
-    index: Path = typer.Option(Path("runs/index.json"), "--index", help="Models index for the default."),
+    index: Path = typer.Option(Path("runs/index.json"), "--index", readable=False, help="Models index for the default."),
     ensemble: bool = typer.Option(True, "--ensemble/--no-ensemble", help="Also score the ensemble of the evaluated models."),
     groups: Optional[str] = typer.Option(None, "--groups", help="Score per group too: FILE.csv:COLUMN mapping fname to a group (e.g. sources.csv:origin)."),
     synthetic: Optional[str] = typer.Option(None, "--synthetic", help="Groups that are not real recordings (comma-separated; default gm,speech,mix)."),
+    write_index: bool = typer.Option(False, "--write-index", help="Record the family weights chosen on val in --index (the app reads them)."),
 ) -> None:
-    """Score runs on the eval split; results JSON saved next to each checkpoint."""
+    """Score runs on the eval split; results JSON saved next to each checkpoint (never inside the installed package)."""
     from trainer.evaluate import run_evaluate
 
     syn = tuple(s.strip() for s in synthetic.split(",") if s.strip()) if synthetic is not None else None
-    run_evaluate(runs or [], cache=cache, split=split, index=index, ensemble=ensemble, groups=groups, synthetic=syn)
+    run_evaluate(runs or [], cache=cache, split=split, index=index, ensemble=ensemble, write_index=write_index,
+                 groups=groups, synthetic=syn)
 
 
 @app.command()
 @friendly
 def select(
-    runs: List[Path] = typer.Argument(..., help="Candidate run folders or checkpoints (any member, old or new)."),
-    cache: Path = typer.Option(Path("cache"), "--cache"),
-    out: Path = typer.Option(Path("runs/selected.json"), "--out", "-o", help="The models index to write."),
+    runs: List[Path] = typer.Argument(..., readable=False, help="Candidate run folders or checkpoints (any member, old or new)."),
+    cache: Path = typer.Option(Path("cache"), "--cache", readable=False),
+    out: Path = typer.Option(Path("runs/selected.json"), "--out", "-o", readable=False, help="The models index to write."),
     max_steps: int = typer.Option(12, "--max-steps", min=1, help="Most models (with repeats) in the ensemble."),
 ) -> None:
     """Pick the ensemble's members and weights on val by greedy forward selection (Caruana); write a models index."""
@@ -202,9 +302,9 @@ def select(
 @app.command()
 @friendly
 def report(
-    runs: List[Path] = typer.Argument(None, help="Run folders (default: every run under runs/)."),
-    root: Path = typer.Option(Path("runs"), "--root", help="Where to look for runs by default."),
-    html: Optional[Path] = typer.Option(None, "--html", help="Also export the report as HTML."),
+    runs: List[Path] = typer.Argument(None, readable=False, help="Run folders (default: every run under runs/)."),
+    root: Path = typer.Option(Path("runs"), "--root", readable=False, help="Where to look for runs by default."),
+    html: Optional[Path] = typer.Option(None, "--html", readable=False, help="Also export the report as HTML."),
     width: Optional[int] = typer.Option(None, "--width", help="Terminal width for charts."),
 ) -> None:
     """Leaderboard, best/worst labels, loss and ROC curves, confusion matrices, in the terminal."""
@@ -216,8 +316,8 @@ def report(
 @app.command()
 @friendly
 def export(
-    index: Path = typer.Argument(Path("runs/index.json"), help="Models index (or its folder) from 'guesser train multi'."),
-    out: Path = typer.Option(Path("assets/models"), "--out", "-o", help="Folder for the exported models and index."),
+    index: Path = typer.Argument(Path("runs/index.json"), readable=False, help="Models index (or its folder) from 'guesser train multi'."),
+    out: Path = typer.Option(Path("assets/models"), "--out", "-o", readable=False, help="Folder for the exported models and index."),
 ) -> None:
     """Copy each member's best model as fp16 safetensors with a new index (how assets/models is made)."""
     from trainer.export import export_models
@@ -231,10 +331,10 @@ def export(
 @app.command()
 @friendly
 def classify(
-    paths: List[Path] = typer.Argument(..., help="Audio files or folders (any format soundfile reads)."),
+    paths: List[Path] = typer.Argument(..., readable=False, help="Audio or video files, or folders (anything libsndfile or FFmpeg decodes)."),
     json_out: bool = typer.Option(False, "--json", help="JSON Lines on stdout, one object per file."),
     top_k: int = typer.Option(5, "--top-k", "-k", help="Labels to show (0 = all 200)."),
-    models: Optional[List[Path]] = typer.Option(None, "--models", "-m", help="Models index or checkpoint(s); repeatable."),
+    models: Optional[List[Path]] = typer.Option(None, "--models", "-m", readable=False, help="Models index or checkpoint(s); repeatable."),
     timeline: bool = typer.Option(False, "--timeline", help="Per-window top labels for long files."),
 ) -> None:
     """Rank labels and families for each file with the ensemble."""
@@ -246,7 +346,7 @@ def classify(
 @app.command()
 @friendly
 def models(
-    models: Optional[List[Path]] = typer.Option(None, "--models", "-m", help="Models index or checkpoint(s)."),
+    models: Optional[List[Path]] = typer.Option(None, "--models", "-m", readable=False, help="Models index or checkpoint(s)."),
 ) -> None:
     """Show the models the ensemble would use, with their scores and the labels they know."""
     from guesser.classify import run_models
@@ -257,10 +357,10 @@ def models(
 @app.command()
 @friendly
 def play(
-    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Run the guessing flow on a file instead of the microphone."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", readable=False, help="Run the guessing flow on a file instead of the microphone."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Input device (index or name)."),
     seconds: float = typer.Option(6.0, "--seconds", "-s", help="Recording length."),
-    models: Optional[List[Path]] = typer.Option(None, "--models", "-m", help="Models index or checkpoint(s)."),
+    models: Optional[List[Path]] = typer.Option(None, "--models", "-m", readable=False, help="Models index or checkpoint(s)."),
 ) -> None:
     """The sound guesser: record, see the spectrogram, get ranked guesses; includes the game."""
     from guesser.tui.app import run_app
@@ -276,7 +376,7 @@ def listen(
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Input device (index or name)."),
     seconds: float = typer.Option(6.0, "--seconds", "-s"),
     top_k: int = typer.Option(5, "--top-k", "-k"),
-    models: Optional[List[Path]] = typer.Option(None, "--models", "-m"),
+    models: Optional[List[Path]] = typer.Option(None, "--models", "-m", readable=False),
 ) -> None:
     """Headless microphone guesser (shares the app's recorder): classify what the microphone hears."""
     from guesser.listen import run_listen

@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ from guesser.confidence import ConfidenceRule, distinct_guesses
 from guesser.labels import FAMILIES_6, default_label_space
 from guesser.models import TASK_FAMILIES, TASK_LABELS, build_model
 from guesser.ranking import specific_first
-from guesser.scoring import batches, family_source, fuse, model_probs, weighted_mean, windows
+from guesser.scoring import Windows, WindowProbs, batches, family_source, fuse, model_probs, weighted_mean, windows
 
 __all__ = ["INDEX_NAME", "BATCH_WINDOWS", "Ensemble", "LoadedModel", "ModelOutput", "Prediction", "Scored", "Window",
            "default_models_index", "load_model", "resolve_model_paths", "resolve_models", "weighted_mean"]
@@ -145,10 +145,15 @@ def load_model(path: str | Path, *, precision: str | None = None, optimize: bool
     try:
         module.load_state_dict(tensors, assign=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0] if str(e) else "mismatch"
-        raise CheckpointError(f"{path}: weights do not match its metadata ({first})") from None
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # torch's first line is only "Error(s) in loading state_dict for Cnn3:"; the second names the tensor
+        first = (lines[1] if len(lines) > 1 and lines[0].startswith("Error(s)") else lines[0]) if lines else "mismatch"
+        raise CheckpointError(f"{path}: weights do not match its metadata ({first[:200]})") from None
     if any(t.is_meta for t in (*module.parameters(), *module.buffers())):
         raise CheckpointError(f"{path}: weights do not match its metadata (tensors missing)")
+    damaged = next((k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+    if damaged is not None:
+        raise CheckpointError(f"{path}: weights contain NaN or infinite values ({damaged}); the checkpoint is damaged")
     module.eval()
     if optimize:
         from guesser.fastpath import optimize_for_inference
@@ -257,34 +262,65 @@ class Ensemble:
 
         ``embeddings`` adds each model's embedding of the clip (the mean over its
         windows of what its head reads), taken in passing: no extra inference.
+        The whole waveform is in memory here; :func:`guesser.stream.predict_source`
+        scores a file of any length in bounded memory, block by block, and ends in
+        the same :meth:`combine`.
         """
         t0 = time.perf_counter()
         with torch.inference_mode():
             wav = to_mono(waveform)
             duration = wav.shape[-1] / sample_rate
             logmels = self._log_mels(wav, sample_rate)
-            label_probs: list[torch.Tensor] = []
-            label_windows: list[tuple] = []  # (windows, per-window probabilities) of each label model
-            family_sources: list[torch.Tensor] = []
-            outputs: list[ModelOutput] = []
-            embedded: dict[str, torch.Tensor] = {}
+            scored = []
             for m in self.models:
                 wins = windows(logmels[m.features.key], m.features, self.window_hop_seconds)
-                out = model_probs(m.module, batches([wins], self.batch_windows), m.task, embeddings=embeddings)
-                p = out.clip_probs(1)[0]
-                family_sources.append(family_source(p, m.task, m.classes))
-                if m.task == TASK_LABELS:
-                    label_probs.append(p)
-                    label_windows.append((wins, out.probs))
-                outputs.append(ModelOutput(m.name, m.member, m.task, _rank(m.classes, p)))
-                if embeddings:
-                    embedded[m.name] = out.clip_embeddings(1)[0]
-            fused = fuse(label_probs, family_sources, [m.family_weight for m in self.models],
-                         [m.family_weight for m in self.label_models])
-            labels = fused.labels if fused.labels is not None else torch.zeros(len(self.label_names))
-            top = int(fused.families.argmax())
-            agreement = sum(int(src.argmax()) == top for src in family_sources) / len(family_sources)
-            timeline_windows = self._timeline(label_windows, duration) if timeline else []
+                scored.append((m, model_probs(m.module, batches([wins], self.batch_windows), m.task,
+                                              embeddings=embeddings), wins))
+        return self.combine(scored, duration, timeline=timeline, t0=t0)
+
+    def window_hop_frames(self, cfg: FeatureConfig) -> int | None:
+        """The sliding windows' hop in frames (None: half a window, :func:`guesser.features.window_starts`' default)."""
+        return int(round(self.window_hop_seconds * cfg.frames_per_second)) if self.window_hop_seconds else None
+
+    def window_probs(self, m: LoadedModel, logmel: torch.Tensor, starts: Sequence[int]) -> torch.Tensor:
+        """Model ``m``'s probabilities [W, K] for the windows of ``logmel`` at ``starts`` (the streaming path's step)."""
+        wins = Windows(logmel, m.features, tuple(starts))
+        return model_probs(m.module, batches([wins], self.batch_windows), m.task).probs
+
+    def combine(self, scored: list[tuple[LoadedModel, WindowProbs, Windows]], duration: float, *,
+                timeline: bool = False, t0: float | None = None) -> Prediction:
+        """Every model's per-window probabilities (with its windows) -> one :class:`Prediction`.
+
+        Scores that are not finite (a checkpoint with damaged weights) are one
+        :class:`CheckpointError` naming the model, never a NaN in the output.
+        """
+        t0 = time.perf_counter() if t0 is None else t0
+        label_probs: list[torch.Tensor] = []
+        label_windows: list[tuple] = []  # (windows, per-window probabilities) of each label model
+        family_sources: list[torch.Tensor] = []
+        outputs: list[ModelOutput] = []
+        embedded: dict[str, torch.Tensor] = {}
+        for m, out, wins in scored:
+            if not bool(torch.isfinite(out.probs).all()):
+                raise CheckpointError(f"{m.path}: model {m.name} gives NaN or infinite scores "
+                                      "(its weights are damaged); remove it from --models or retrain it")
+            p = out.clip_probs(1)[0]
+            family_sources.append(family_source(p, m.task, m.classes))
+            if m.task == TASK_LABELS:
+                label_probs.append(p)
+                label_windows.append((wins, out.probs))
+            outputs.append(ModelOutput(m.name, m.member, m.task, _rank(m.classes, p)))
+            if out.embeddings is not None:
+                embedded[m.name] = out.clip_embeddings(1)[0]
+        weights = [m.family_weight for m, _, _ in scored]
+        fused = fuse(label_probs, family_sources, weights,
+                     [m.family_weight for m, _, _ in scored if m.task == TASK_LABELS])
+        if not bool(torch.isfinite(fused.families).all()):
+            raise CheckpointError("the ensemble's weights give no finite family scores; check the models index")
+        labels = fused.labels if fused.labels is not None else torch.zeros(len(self.label_names))
+        top = int(fused.families.argmax())
+        agreement = sum(int(src.argmax()) == top for src in family_sources) / len(family_sources)
+        timeline_windows = self._timeline(label_windows, duration) if timeline else []
         ranked = _rank(self.label_names, labels)
         confident = self.confidence is None or self.confidence.confident(ranked[0].score)
         maybe = [] if confident else distinct_guesses([s.name for s in ranked], self.space.related)

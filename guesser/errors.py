@@ -2,8 +2,9 @@
 
 Anything a user can cause (a bad file, a wrong CSV, no microphone) raises a
 ``GuesserError``. The CLI turns it into one red line and a non-zero exit, so a
-user never sees a traceback for their own mistake; programming errors still
-surface with their traceback.
+user never sees a traceback for their own mistake. Anything else (a bug) is
+one line too, naming a log file that holds the traceback for a bug report
+(:mod:`guesser.crashlog`), and exit code 70.
 """
 
 from __future__ import annotations
@@ -37,3 +38,13 @@ class RecipeError(GuesserError):
 
 class DiskFullError(GuesserError):
     """No space left (or quota exceeded) while writing; the previous file is kept."""
+
+
+class OutputError(GuesserError):
+    """Standard output (or the file it points at) cannot take the results: a full disk, a closed pipe."""
+
+
+class InternalError(GuesserError):
+    """An unexpected failure (a bug): one line naming the log file that holds the traceback."""
+
+    exit_code = 70  # EX_SOFTWARE (sysexits.h): not the user's input, guesser's own fault

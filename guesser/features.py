@@ -100,15 +100,90 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureConfig":
+        """A FeatureConfig from a checkpoint, a cache header or a recipe, checked by :meth:`validate`.
+
+        Raises ``ValueError`` with one line naming the first bad setting (callers
+        add the file); nothing that comes out of here can make the front-end
+        divide by zero, allocate gigabytes or disagree with its own statistics.
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"feature settings must be a JSON object, got {type(d).__name__}")
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown feature settings: {sorted(unknown)}")
+            raise ValueError(f"unknown feature settings: {sorted(map(str, unknown))}")
         d = dict(d)
         for k in ("mean", "std"):
             if d.get(k) is not None:
+                if not isinstance(d[k], (list, tuple)) or not all(_is_number(x) for x in d[k]):
+                    raise ValueError(f"feature setting {k} must be a list of numbers")
                 d[k] = tuple(float(x) for x in d[k])
-        return cls(**d)
+        for k in ("f_min", "amin", "clip_seconds"):  # JSON may hold 0 for 0.0
+            if _is_number(d.get(k)):
+                d[k] = float(d[k])
+        if _is_number(d.get("f_max")):
+            d["f_max"] = float(d["f_max"])
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> "FeatureConfig":
+        """Check every setting's type and range; ``ValueError`` (one line, naming the setting) otherwise."""
+        def integer(name: str, lo: int, hi: int) -> int:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"feature setting {name} must be an integer in [{lo}, {hi}], got {v!r}")
+            return v
+
+        def number(name: str, lo: float, hi: float, *, open_lo: bool = False) -> float:
+            v = getattr(self, name)
+            ok = _is_number(v) and math.isfinite(v) and (lo < v if open_lo else lo <= v) and v <= hi
+            if not ok:
+                bound = f"({lo:g}, {hi:g}]" if open_lo else f"[{lo:g}, {hi:g}]"
+                raise ValueError(f"feature setting {name} must be a number in {bound}, got {v!r}")
+            return float(v)
+
+        sr = integer("sample_rate", MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)
+        n_fft = integer("n_fft", 16, 65536)
+        integer("win_length", 1, n_fft)
+        integer("hop_length", 1, n_fft)
+        integer("n_mels", MIN_MELS, min(512, n_fft // 2 + 1))
+        f_min = number("f_min", 0.0, sr / 2)
+        if self.f_max is not None:
+            number("f_max", f_min, sr / 2, open_lo=True)
+        number("amin", 0.0, 1.0, open_lo=True)
+        number("clip_seconds", 0.0, MAX_CLIP_SECONDS, open_lo=True)
+        if self.clip_frames < 1:
+            raise ValueError(f"feature setting clip_seconds={self.clip_seconds!r} is shorter than one frame")
+        if self.short not in ("tile", "pad"):
+            raise ValueError(f"feature setting short must be 'tile' or 'pad', got {self.short!r}")
+        if self.norm not in ("global", "per_mel", "none"):
+            raise ValueError(f"feature setting norm must be 'global', 'per_mel' or 'none', got {self.norm!r}")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("feature settings mean and std must be given together")
+        if self.mean is not None and self.norm != "none":
+            size = self.n_mels if self.norm == "per_mel" else 1
+            for name in ("mean", "std"):
+                values = getattr(self, name)
+                if len(values) != size:
+                    raise ValueError(f"feature setting {name} has {len(values)} values; norm {self.norm!r} "
+                                     f"with {self.n_mels} mels needs {size}")
+                if not all(math.isfinite(v) for v in values):
+                    raise ValueError(f"feature setting {name} holds NaN or infinite values")
+            if not all(v > 0 for v in self.std):
+                raise ValueError("feature setting std must be positive")
+        return self
+
+
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 384000
+MIN_MELS = 16
+"""Fewer mel bands than this leave nothing for the CNNs' four 2x poolings (and no recipe uses them)."""
+MAX_CLIP_SECONDS = 60.0
+"""A model window longer than a minute is a typo (``1e7`` would allocate terabytes), not a model."""
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 SEED_CNN = FeatureConfig()

@@ -22,12 +22,12 @@ Rules:
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
+from guesser.errors import GuesserError
 from guesser.labels import HUMAN, MUSIC, THINGS, pretty
 
 ROUNDS = 5
@@ -192,10 +192,8 @@ class HighScores:
         if not path.exists():
             return cls(path)
         try:
-            raw = json.loads(path.read_text())
-            entries = [HighScore(str(e["name"]), int(e["score"]), int(e["rounds"]), int(e["best_streak"]),
-                                 str(e["date"])) for e in raw["scores"]]
-        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            entries = _read_entries(path)
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError, GuesserError) as e:
             backup = _backup_name(path)
             try:
                 path.replace(backup)
@@ -218,11 +216,31 @@ class HighScores:
         return pos + 1
 
     def save(self) -> None:
-        """Write atomically (temp file + rename): a crash mid-write leaves the old table, not a torn file."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps({"version": 1, "scores": [asdict(e) for e in self.entries]}, indent=1))
-        os.replace(tmp, self.path)
+        """Merge with the table on disk, then write it atomically (:func:`guesser.fileio.atomic_write`).
+
+        Another instance of the app may have saved a score since this table was
+        loaded: its entries are kept (an unreadable file on disk is replaced).
+        Each writer has its own uniquely named, fsynced temporary file, so two
+        instances saving at once never tear or clobber the file mid-write.
+        """
+        from guesser.fileio import atomic_write_text
+
+        try:
+            on_disk = _read_entries(self.path) if self.path.exists() else []
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError, GuesserError):
+            on_disk = []
+        merged = on_disk + [e for e in self.entries if e not in on_disk]
+        self.entries = sorted(merged, key=lambda e: -e.score)[:MAX_ENTRIES]
+        atomic_write_text(self.path, json.dumps({"version": 1, "scores": [asdict(e) for e in self.entries]}, indent=1))
+
+
+def _read_entries(path: Path) -> list[HighScore]:
+    """The entries of a high-score file (only a regular file is read: a FIFO never blocks the game)."""
+    from guesser.fileio import read_text
+
+    raw = json.loads(read_text(path, GuesserError, limit=1_000_000))
+    return [HighScore(str(e["name"]), int(e["score"]), int(e["rounds"]), int(e["best_streak"]), str(e["date"]))
+            for e in raw["scores"]]
 
 
 def _backup_name(path: Path) -> Path:

@@ -20,6 +20,7 @@ four labels that live only there have no family in it.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -58,13 +59,18 @@ class Vocabulary:
         if not path.is_file():
             raise DataError(f"{path}: vocabulary file not found")
         rows: list[tuple[int, str, str]] = []
-        with path.open(newline="") as f:
-            for lineno, row in enumerate(csv.reader(f), start=1):
+        from guesser.fileio import read_text
+
+        lineno = 0
+        try:
+            for lineno, row in enumerate(csv.reader(io.StringIO(read_text(path, DataError), newline="")), start=1):
                 if not row:
                     continue
                 if len(row) != 3 or not row[0].strip().isdigit():
-                    raise DataError(f"{path}:{lineno}: expected 'idx,label,mid', got {','.join(row)!r}")
+                    raise DataError(f"{path}:{lineno}: expected 'idx,label,mid', got {','.join(row)[:80]!r}")
                 rows.append((int(row[0]), row[1].strip(), row[2].strip()))
+        except csv.Error as e:
+            raise DataError(f"{path}:{lineno + 1}: malformed CSV ({e})") from None
         if not rows:
             raise DataError(f"{path}: vocabulary is empty")
         rows.sort()
@@ -98,14 +104,16 @@ class Ontology:
     @classmethod
     def from_json(cls, path: str | Path) -> "Ontology":
         path = Path(path)
+        from guesser.fileio import read_text
+
+        if not path.exists():
+            raise DataError(f"{path}: ontology file not found")
         try:
-            nodes = json.loads(path.read_text())
+            nodes = json.loads(read_text(path, DataError))
             names = {n["id"]: n["name"] for n in nodes}
             children = {n["id"]: tuple(n.get("child_ids", ())) for n in nodes}
-        except FileNotFoundError:
-            raise DataError(f"{path}: ontology file not found") from None
-        except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{path}: not an AudioSet ontology ({e})") from None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            raise DataError(f"{path}: not an AudioSet ontology ({type(e).__name__})") from None
         parents: dict[str, list[str]] = {}
         for pid, kids in children.items():
             for k in kids:

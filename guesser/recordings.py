@@ -31,25 +31,41 @@ def save_recording(folder: str | Path, samples: np.ndarray, samplerate: int, pre
     """Write the WAV and its JSON into ``folder`` (created); returns both paths. Never overwrites."""
     import soundfile as sf
 
+    from guesser.fileio import atomic_write, atomic_write_text, shown
+
     when = when or datetime.now()
     folder = Path(folder).expanduser()
     top = prediction.labels[0].name if prediction is not None and prediction.labels else None
     stem = _stem(when, target or top)
+    x = np.clip(np.asarray(samples, np.float32).reshape(-1), -1.0, 1.0)
+
+    def write_wav(p: Path) -> None:
+        sf.write(str(p), x, int(samplerate), subtype="PCM_16", format="WAV")
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        wav = folder / f"{stem}.wav"
-        i = 1
-        while wav.exists() or wav.with_suffix(".json").exists():
-            wav = folder / f"{stem}-{i}.wav"
-            i += 1
-        x = np.clip(np.asarray(samples, np.float32).reshape(-1), -1.0, 1.0)
-        sf.write(str(wav), x, int(samplerate), subtype="PCM_16")
-        doc: dict[str, Any] = prediction.to_json(file=wav.name, top_k=0) if prediction is not None else {"file": wav.name}
-        doc.update({"source": source, "sample_rate": int(samplerate), "recorded_at": when.isoformat(timespec="seconds")})
-        if target is not None:
-            doc["target"] = target
-        js = wav.with_suffix(".json")
-        js.write_text(json.dumps(doc, indent=1))
+        for i in range(10_000):
+            wav = folder / (f"{stem}.wav" if i == 0 else f"{stem}-{i}.wav")
+            js = wav.with_suffix(".json")
+            if js.exists():
+                continue
+            # exclusive create: two app instances saving in the same second never overwrite each other
+            try:
+                atomic_write(wav, write_wav, exclusive=True)
+            except FileExistsError:
+                continue
+            doc: dict[str, Any] = (prediction.to_json(file=wav.name, top_k=0) if prediction is not None
+                                   else {"file": wav.name})
+            doc.update({"source": source, "sample_rate": int(samplerate),
+                        "recorded_at": when.isoformat(timespec="seconds")})
+            if target is not None:
+                doc["target"] = target
+            try:
+                atomic_write_text(js, json.dumps(doc, indent=1), exclusive=True)
+            except FileExistsError:  # someone else's JSON under this name: ours moves on, with its WAV
+                wav.unlink(missing_ok=True)
+                continue
+            return wav, js
+        raise GuesserError(f"cannot save into {shown(folder)}: no free file name for {stem}")
     except OSError as e:
-        raise GuesserError(f"cannot save into {folder}: {e.strerror or e}") from None
-    return wav, js
+        raise GuesserError(f"cannot save into {shown(folder)}: {e.strerror or e}") from None

@@ -1,8 +1,9 @@
-"""Where guesser keeps a user's things: high scores and saved recordings.
+"""Where guesser keeps a user's things: high scores, saved recordings, crash logs.
 
 One function so that tests (and people with unusual setups) can move all of it
 with one environment variable, ``GUESSER_DATA_DIR``; otherwise the platform's
-user data folder (``~/.local/share/guesser`` on Linux).
+user data folder (``~/.local/share/guesser`` on Linux) and, for crash logs,
+its log folder (``~/.local/state/guesser/log``).
 """
 
 from __future__ import annotations
@@ -30,3 +31,13 @@ def recordings_dir() -> Path:
 
 def highscores_path() -> Path:
     return data_dir() / "highscores.json"
+
+
+def log_dir() -> Path:
+    """Where crash logs go (:mod:`guesser.crashlog`): ``$GUESSER_DATA_DIR/logs``, else the platform's log folder."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser() / "logs"
+    from platformdirs import user_log_dir
+
+    return Path(user_log_dir("guesser", appauthor=False))

@@ -225,19 +225,36 @@ def test_bad_files_get_one_line_errors_and_the_rest_still_run(tmp_path, light_en
     text.write_text("this is not audio\n")
     good2 = write(tmp_path / "h_good.flac", noise(32000, 1), 32000)
     missing = tmp_path / "i_missing.wav"
-    bad = [corrupt, empty, silent, nan, no_samples, text, missing]
-    rc, objs, errs, _ = classify([good1, *bad[:-1], good2, missing], light_ensemble, json_out=True, top_k=3)
+    bad = [corrupt, empty, nan, no_samples, text, missing]
+    rc, objs, errs, _ = classify([good1, corrupt, empty, silent, nan, no_samples, text, good2, missing], light_ensemble,
+                                 json_out=True, top_k=3)
     assert rc == 1
-    assert [o["file"] for o in objs] == [str(good1), str(good2)]  # classified despite the others
+    # classified despite the others; a silent file is a result (flagged), not an error
+    assert [o["file"] for o in objs] == [str(good1), str(silent), str(good2)]
+    assert [o["silent"] for o in objs] == [False, True, False]
     assert len(errs) == len(bad)
     for line, path in zip(errs, bad):
         assert line.startswith("error: ") and str(path) in line and "Traceback" not in line
     by_name = dict(zip([p.name for p in bad], errs))
-    assert "silent" in by_name["d_silent.wav"]
     assert "NaN" in by_name["e_nan.wav"]
     assert "empty" in by_name["f_nosamples.wav"] or "no samples" in by_name["f_nosamples.wav"]
+    assert "empty" in by_name["c_empty.ogg"]
     assert "no such file" in by_name["i_missing.wav"]
     assert "decode" in by_name["b_corrupt.wav"] and "decode" in by_name["g_notes.txt"]
+
+
+def test_a_silent_file_is_a_result_but_not_a_recording(tmp_path, light_ensemble):
+    from guesser.classify import classify_file
+    from guesser.errors import AudioError
+
+    silent = write(tmp_path / "silent.wav", np.zeros(22050, np.float32), 22050)
+    rc, objs, errs, _ = classify([silent], light_ensemble, json_out=True)
+    assert rc == 0 and errs == [] and objs[0]["silent"] is True
+    check_schema(objs[0], top_k=5, n_models=2)
+    rc, _, errs, text = classify([silent], light_ensemble)
+    assert rc == 0 and errs == [] and "silent" in text.splitlines()[0]
+    with pytest.raises(AudioError, match="silent"):  # where a recording is expected, silence is refused
+        classify_file(light_ensemble, silent)
 
 
 def test_a_folder_without_audio_is_reported(tmp_path, light_ensemble):

@@ -42,7 +42,8 @@ def cache_root(fsd_cache):
 def evaluated(cache_root, tmp_path_factory):
     base = build_runs(cache_root, tmp_path_factory.getbasetemp() / "tiny-runs")
     runs = copy_runs(base, tmp_path_factory.mktemp("evaluate") / "runs")
-    results = run_evaluate([], cache=cache_root, index=runs / "index.json", console=Console(file=io.StringIO()))
+    results = run_evaluate([], cache=cache_root, index=runs / "index.json", write_index=True,
+                           console=Console(file=io.StringIO()))
     return runs, {r["name"]: r for r in results}
 
 

@@ -149,23 +149,44 @@ class FeatureCache:
             raise DataError(f"{d}: not a finished guesser cache{hint}")
         try:
             version = int(json.loads((d / "manifest.json").read_text()).get("version", 0))
-        except (ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError):
             version = 0
         if version not in READABLE_VERSIONS:
             raise DataError(f"{d}: cache layout {version} is not one this guesser reads "
                             f"({', '.join(map(str, READABLE_VERSIONS))}); delete it and rerun guesser preprocess")
-        cfg = FeatureConfig.from_dict(json.loads((d / "features.json").read_text()))
-        stats = json.loads((d / "stats.json").read_text()) if (d / "stats.json").exists() else {}
-        report = json.loads((d / "report.json").read_text())
+        def read(name: str, kind: type) -> object:
+            try:
+                value = json.loads((d / name).read_text())
+            except (OSError, ValueError, RecursionError) as e:
+                raise _damaged(d, f"{name} unreadable ({type(e).__name__})") from None
+            if not isinstance(value, kind):
+                raise _damaged(d, f"{name} is not a JSON {kind.__name__}")
+            return value
+
+        try:
+            cfg = FeatureConfig.from_dict(read("features.json", dict))
+        except ValueError as e:
+            raise _damaged(d, f"features.json: {e}") from None
+        stats = read("stats.json", dict) if (d / "stats.json").exists() else {}
+        report = read("report.json", dict)
         return cls(d, cfg, stats, report, version)
 
     def split(self, name: str) -> CachedSplit:
+        """One split, checked against itself: a truncated or foreign file is a one-line DataError, never a crash later."""
         idx_path = self.directory / f"{name}.index.npz"
         if not idx_path.exists():
             raise DataError(f"{self.directory}: split {name!r} was not cached")
-        with np.load(idx_path, allow_pickle=False) as idx:
-            index = {k: idx[k] for k in ("fnames", "offsets", "lengths", "targets", "vocabulary")}
-        frames = np.load(self.directory / f"{name}.frames.npy", mmap_mode="r")
+        try:
+            with np.load(idx_path, allow_pickle=False) as idx:
+                index = {k: idx[k] for k in ("fnames", "offsets", "lengths", "targets", "vocabulary")}
+        except Exception as e:  # noqa: BLE001 - a zip/npy reader meets garbage in many ways
+            raise _damaged(self.directory, f"{idx_path.name} unreadable ({type(e).__name__})") from None
+        try:
+            frames = np.load(self.directory / f"{name}.frames.npy", mmap_mode="r", allow_pickle=False)
+        except Exception as e:  # noqa: BLE001 - truncated: "mmap length is greater than file size"
+            raise _damaged(self.directory, f"{name}.frames.npy unreadable ({type(e).__name__}: "
+                                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        _check_index(self.directory, name, index, frames, self.features.n_mels)
         return CachedSplit(
             name,
             frames,
@@ -184,8 +205,36 @@ class FeatureCache:
             return cfg
         if not self.stats:
             raise DataError(f"{self.directory}: no train statistics (was the train split cached?)")
-        s = self.stats[norm]
-        return cfg.with_stats(s["mean"], s["std"])
+        try:
+            s = self.stats[norm]
+            return cfg.with_stats(s["mean"], s["std"]).validate()
+        except (KeyError, TypeError, ValueError) as e:
+            raise _damaged(self.directory, f"stats.json has no valid {norm!r} statistics ({e})") from None
+
+
+def _damaged(d: Path, what: str) -> DataError:
+    return DataError(f"{d}: a damaged cache ({what}); delete it and rerun guesser preprocess")
+
+
+def _check_index(d: Path, name: str, index: dict, frames: np.ndarray, n_mels: int) -> None:
+    """Shapes, dtypes and ranges of one split's index against its frames (cheap: no frame is read)."""
+    fnames, offsets, lengths, targets, vocab = (index[k] for k in ("fnames", "offsets", "lengths", "targets", "vocabulary"))
+    n = len(fnames) if fnames.ndim == 1 else -1
+    problem = None
+    if frames.dtype != np.float16 or frames.ndim not in (1, 2) or (frames.ndim == 2 and frames.shape[1] != n_mels):
+        problem = f"{name}.frames.npy holds {frames.dtype} {frames.shape}, not float16 frames of {n_mels} mels"
+    elif n < 0 or offsets.shape != (n,) or lengths.shape != (n,) or vocab.ndim != 1 or targets.shape != (n, len(vocab)):
+        problem = f"{name}.index.npz arrays disagree in length"
+    elif not (np.issubdtype(offsets.dtype, np.integer) and np.issubdtype(lengths.dtype, np.integer)):
+        problem = f"{name}.index.npz offsets/lengths are not integers"
+    elif n and (lengths.min() < 1 or offsets.min() < 0):
+        problem = f"{name}.index.npz has negative offsets or empty clips"
+    else:
+        total = frames.shape[0] if frames.ndim == 2 else frames.shape[0] // max(n_mels, 1)
+        if n and int((offsets.astype(np.int64) + lengths.astype(np.int64)).max()) > total:
+            problem = f"{name}.frames.npy is shorter than its index says (truncated?)"
+    if problem:
+        raise _damaged(d, problem)
 
 
 def find_cache(out: str | Path, cfg: FeatureConfig) -> FeatureCache:

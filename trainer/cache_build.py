@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from guesser.checkpoint import atomic_write, atomic_write_text
-from guesser.errors import DataError, GuesserError
+from guesser.errors import DataError, DiskFullError, GuesserError
 from guesser.features import FeatureConfig
 from trainer.cache import CACHE_VERSION, FeatureCache, cache_dir, is_complete
 from trainer.fsd50k import SPLITS, Fsd50k
@@ -116,12 +116,16 @@ def _compute_chunk(task: tuple) -> tuple[str, int, int, list[tuple[str, str]]]:
 
 
 def _guard_disk(fn: Callable[[], None], what) -> None:
+    """Run a write; a full disk, a read-only or missing folder, a file in a folder's place: one line."""
     try:
         fn()
+    except DiskFullError:
+        raise GuesserError(f"disk full while writing {what}; free some space and rerun: finished parts are kept") from None
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise GuesserError(f"disk full while writing {what}; free some space and rerun: finished parts are kept") from None
-        raise
+        where = f" ({e.filename})" if e.filename and str(e.filename) != str(what) else ""
+        raise GuesserError(f"cannot write {what}: {e.strerror or e}{where}") from None
 
 
 # ---------------------------------------------------------------- building
@@ -161,14 +165,8 @@ def build_cache(
     cfg = FeatureConfig.from_dict({**cfg.to_dict(), "mean": None, "std": None})
     ds = Fsd50k.open(data_root)
     d = cache_dir(out, cfg)
-    result = BuildResult(d)
     if is_complete(d):
-        manifest = json.loads((d / "manifest.json").read_text())
-        result.clips = manifest["clips"]
-        result.skipped = json.loads((d / "report.json").read_text())["skipped"]
-        result.merged = True
-        _cleanup(d)  # a build killed between its manifest and its clean-up
-        return result
+        return _finished(d)
     splits = list(splits)
     _guard_disk(lambda: _parts_dir(d).mkdir(parents=True, exist_ok=True), d)
     _check_plan(d, ds, splits)
@@ -188,17 +186,35 @@ def build_cache(
     total = sum(len(t[2]) for t in tasks)
     _run_tasks(tasks, total, jobs or os.cpu_count() or 1, progress, on_chunk, f"log-mel {cfg.key}")
 
+    result = BuildResult(d)
+    if is_complete(d):  # another process (a concurrent run of the same build) finished it meanwhile
+        return _finished(d)
     if merge and all(_part_path(d, s, c).exists() for s in splits for c in range(_chunks(len(ds.splits[s])))):
         lock = d / ".merge.lock"
         if not _take_lock(lock):
             result.merging_elsewhere = True
             return result
         try:
+            if is_complete(d):  # merged by the lock's previous holder between our check and our lock
+                return _finished(d)
             result = merge_parts(ds, d, cfg, splits)
         finally:
             lock.unlink(missing_ok=True)
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _finished(d: Path) -> BuildResult:
+    """The result of a finished cache (its manifest and report), after removing what only a build needed."""
+    try:
+        manifest = json.loads((d / "manifest.json").read_text())
+        skipped = json.loads((d / "report.json").read_text())["skipped"]
+        clips = {str(k): int(v) for k, v in manifest["clips"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise DataError(f"{d}: a damaged cache (manifest.json or report.json unreadable); "
+                        "delete it and rerun guesser preprocess") from None
+    _cleanup(d)  # a build killed between its manifest and its clean-up, or a concurrent run's late parts
+    return BuildResult(d, clips=clips, skipped=skipped if isinstance(skipped, list) else [], merged=True)
 
 
 def _plan(ds: Fsd50k, splits: list[str]) -> dict:
@@ -235,11 +251,7 @@ def _take_lock(lock: Path) -> bool:
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            try:
-                host, pid = lock.read_text().split()
-            except (OSError, ValueError):
-                host, pid = "", "0"  # empty: its writer died between create and write
-            if host not in ("", socket.gethostname()) or _alive(int(pid)):
+            if _lock_alive(lock):
                 return False
             lock.unlink(missing_ok=True)
             continue
@@ -247,6 +259,16 @@ def _take_lock(lock: Path) -> bool:
             f.write(me)
         return True
     return False
+
+
+def _lock_alive(lock: Path) -> bool:
+    """Whether the merge lock's owner may still be running (another host's lock is assumed alive)."""
+    try:
+        host, pid = lock.read_text().split()
+        pid_n = int(pid)
+    except (OSError, ValueError):
+        host, pid_n = "", 0  # empty or garbage: its writer died between create and write
+    return host not in ("", socket.gethostname()) or _alive(pid_n)
 
 
 def _alive(pid: int) -> bool:
@@ -368,11 +390,18 @@ def merge_parts(ds: Fsd50k, d: Path, cfg: FeatureConfig, splits: list[str]) -> B
 
 
 def _cleanup(d: Path) -> None:
-    """Remove what only a build needs (parts, plan, temporaries of a killed merge) once the manifest exists."""
+    """Remove what only a build needs (parts, plan, temporaries of a killed merge) once the manifest exists.
+
+    A merge lock left behind (the merging process killed after writing the
+    manifest) goes too, unless its owner is still alive and about to remove it.
+    """
     shutil.rmtree(_parts_dir(d), ignore_errors=True)
     (d / "plan.json").unlink(missing_ok=True)
     for tmp in d.glob(".*.tmp"):  # atomic_write's temporaries, left by a merge killed mid-write
         tmp.unlink(missing_ok=True)
+    lock = d / ".merge.lock"
+    if lock.exists() and not _lock_alive(lock):
+        lock.unlink(missing_ok=True)
 
 
 def frame_stats(blocks: Iterable[np.ndarray]) -> dict | None:

@@ -123,6 +123,33 @@ def ensemble_path(folder: Path, split: str) -> Path:
     return folder / ("ensemble_eval.json" if split == "eval" else f"ensemble_eval_{split}.json")
 
 
+OUTSIDE_PACKAGE = Path("evaluations")
+"""Where results for models that sit inside the installed package go (relative to the working folder)."""
+
+
+def package_folders() -> list[Path]:
+    """guesser's own folders: the package (with ``_assets`` in a wheel) and, in a source checkout, ``assets/``."""
+    import guesser
+
+    root = Path(guesser.__file__).resolve().parent
+    return [root, root.parent / "assets"]
+
+
+def outside_package(path: Path, checkpoint: Path | None = None) -> Path:
+    """``path``, unless it lies inside the installed package: then ``evaluations/`` (never write there).
+
+    A run's ``eval.json`` is named after its run folder there (``<run>.eval.json``), so several runs'
+    results do not overwrite each other.
+    """
+    resolved = Path(path).resolve()
+    if any(resolved.is_relative_to(p) for p in package_folders()):
+        name = resolved.name
+        if checkpoint is not None and Path(checkpoint).stem == "best":
+            name = f"{Path(checkpoint).resolve().parent.name}.{name}"
+        return OUTSIDE_PACKAGE / name
+    return path
+
+
 # ---------------------------------------------------------------- scoring
 
 def open_cache(cache: Path, model: LoadedModel):
@@ -363,11 +390,15 @@ def model_groups(run: ModelRun, groups: dict[str, str], synthetic: tuple[str, ..
 
 
 def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path = Path("runs/index.json"),
-                 ensemble: bool = True, *, device: str = "auto", console=None, groups: str | None = None,
-                 synthetic: tuple[str, ...] | None = None) -> list[dict]:
+                 ensemble: bool = True, *, write_index: bool = False, device: str = "auto", console=None,
+                 groups: str | None = None, synthetic: tuple[str, ...] | None = None) -> list[dict]:
     """Evaluate ``runs`` (default: the models in ``index``); write and print the results; return them.
 
-    ``groups`` (``FILE.csv:COLUMN``) adds per-group scores to every result (:mod:`trainer.groups`).
+    Results go beside each checkpoint, except for models inside the installed
+    package (the shipped ones): theirs go to ``evaluations/`` in the working
+    folder. The family weights chosen on val are written into ``index`` only
+    with ``write_index`` (``--write-index``). ``groups`` (``FILE.csv:COLUMN``)
+    adds per-group scores to every result (:mod:`trainer.groups`).
     """
     from rich.console import Console
 
@@ -402,7 +433,7 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
         if group_of is not None:
             body["groups"] = model_groups(run, group_of, synthetic)
         result = jsonable(model_header(run, split) | {"seconds": round(seconds, 1)} | body)
-        out = result_path(Path(ckpt), split)
+        out = outside_package(result_path(Path(ckpt), split), Path(ckpt))
         atomic_write_text(out, json.dumps(result, indent=1))
         result["path"] = str(out)
         results.append(result)
@@ -418,12 +449,16 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
                   "params": sum(r.model.meta.params or 0 for r in evaluated),
                   "thresholds_from": "val", "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
         result = jsonable(header | body)
-        if "family_weights" in body and not runs:
+        if "family_weights" in body:
             chosen = body["family_weights"]["chosen"]
-            record_family_weights(Path(index), evaluated, chosen)
+            if write_index and not runs:
+                record_family_weights(Path(index), evaluated, chosen)
+                where = f"; written to {index}"
+            else:
+                where = f"; to use them, rerun with --index {index} --write-index" if not runs else ""
             status.print("family models' weights in the ensemble (best family mAP on val; label models 1): "
-                         + ", ".join(f"{n} {w:g}" for n, w in chosen.items()) + f"; written to {index}")
-        out = ensemble_path(ens_dir, split)
+                         + ", ".join(f"{n} {w:g}" for n, w in chosen.items()) + where, markup=False)
+        out = outside_package(ensemble_path(ens_dir, split))
         atomic_write_text(out, json.dumps(result, indent=1))
         result["path"] = str(out)
         results.append(result)
@@ -438,6 +473,7 @@ def fmt(v, digits: int = 3) -> str:
 def print_summary(results: list[dict], split: str, console) -> None:
     """One row per model (and the ensemble); narrow enough for an 80-column terminal."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
 
@@ -457,7 +493,7 @@ def print_summary(results: list[dict], split: str, console) -> None:
         if r.get("groups"):
             console.print(group_table(r))
     for r in results:
-        console.print(f"[dim]{r['name']}: results → {r['path']}[/]")
+        console.print(f"[dim]{escape(str(r['name']))}: results → {escape(str(r['path']))}[/]")
 
 
 def group_table(result: dict):

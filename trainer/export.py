@@ -11,15 +11,20 @@ ranking), its metadata kept and extended with its evaluation results when
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from guesser.checkpoint import INDEX_NAME, ModelsIndex, load_model_checkpoint, save_model_checkpoint
-from guesser.errors import CheckpointError
+from guesser.checkpoint import INDEX_NAME, ModelsIndex, load_model_checkpoint, read_model_meta, save_model_checkpoint
+from guesser.errors import CheckpointError, GuesserError
+
+MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+"""A member name as exported: ``<member>.safetensors`` stays inside ``--out`` whatever the checkpoint says."""
 
 
 def eval_summary(run_dir: Path) -> dict | None:
@@ -27,28 +32,57 @@ def eval_summary(run_dir: Path) -> dict | None:
     path = run_dir / "eval.json"
     if not path.is_file():
         return None
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise GuesserError(f"{path}: cannot read it as JSON ({type(e).__name__}); rerun guesser evaluate") from None
     keep = ("map", "d_prime", "lwlrap", "family_map", "family_accuracy", "f1_macro")
-    summary = data.get("summary", {})
-    return {"split": data.get("split"), "clips": data.get("clips"),
+    summary = data.get("summary", {}) if isinstance(data, dict) else None
+    if not isinstance(summary, dict):
+        raise GuesserError(f"{path}: not a guesser evaluation result; rerun guesser evaluate")
+    return {"split": str(data.get("split")), "clips": data.get("clips") if isinstance(data.get("clips"), int) else None,
             **{k: summary[k] for k in keep if isinstance(summary.get(k), (int, float))}}
 
 
 def export_models(index: Path, out: Path, *, dtype: torch.dtype = torch.float16) -> Path:
-    """Copy every model of ``index`` into ``out`` as ``<member>.safetensors`` + a new ``index.json``."""
+    """Copy every model of ``index`` into ``out`` as ``<member>.safetensors`` + a new ``index.json``.
+
+    Every member is checked (headers and eval results only) before anything is
+    written: a member name that is not a plain file name (``../../x``, ``/x``),
+    two models of one member, or a damaged ``eval.json`` export nothing. The new
+    index keeps the source's weights, selection and "not sure" rule.
+    """
     index = Path(index)
     index = index / INDEX_NAME if index.is_dir() else index
     if not index.is_file():
         raise CheckpointError(f"{index}: no models index there (train some with 'guesser train multi')")
     src = ModelsIndex.read(index)
-    out.mkdir(parents=True, exist_ok=True)
+    pairs = list(zip(src.models, src.checkpoints(index.parent)))
+    members: list[str] = []
+    written: dict[str, Path] = {}
+    for entry, (path, _) in pairs:
+        meta = read_model_meta(path)
+        member = meta.member or entry.member or path.parent.name
+        if not isinstance(member, str) or not MEMBER_NAME.fullmatch(member):
+            # the name becomes a file name in --out: '../../x' or '/etc/x' would write outside it
+            raise GuesserError(f"{path}: member name {member!r:.60} is not a plain file name "
+                               "(letters, digits, '_', '-', '.'; no '/' or '..'); nothing was exported")
+        if member in written:
+            raise GuesserError(f"{path}: a second model for member {member!r} (the first is {written[member]}); "
+                               "an exported index holds one model per member; nothing was exported")
+        written[member] = path
+        members.append(member)
+        eval_summary(path.parent)  # a damaged eval.json stops the export here, before any write
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GuesserError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
     entries = []
-    table = Table(title=f"exported to {out}")
+    table = Table(title=Text(f"exported to {out}"))
     for col in ("member", "model", "task", "MB", "eval"):
         table.add_column(col)
-    for entry, (path, _) in zip(src.models, src.checkpoints(index.parent)):
+    for (entry, (path, _)), member in zip(pairs, members):
         tensors, meta = load_model_checkpoint(path)
-        member = meta.member or entry.member or path.parent.name
         ev = eval_summary(path.parent)
         meta = replace(meta, exported_from=str(path), weights_dtype=str(dtype).removeprefix("torch."),
                        eval=ev if ev else meta.eval)
@@ -57,6 +91,6 @@ def export_models(index: Path, out: Path, *, dtype: torch.dtype = torch.float16)
         entries.append(replace(entry, path=target.name, eval=ev if ev else entry.eval))
         table.add_row(member, meta.name, meta.task, f"{target.stat().st_size / 1e6:.1f}",
                       ", ".join(f"{k} {v:.3f}" for k, v in (ev or {}).items() if isinstance(v, float)))
-    new_index = ModelsIndex(tuple(entries)).write(out / INDEX_NAME)
+    new_index = replace(src, models=tuple(entries)).write(out / INDEX_NAME)
     Console(stderr=True).print(table)
     return new_index

@@ -18,6 +18,7 @@ builder reports it with the undecodable ones.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from guesser.errors import DataError
+from guesser.fileio import open_regular
 from guesser.labels import FAMILY_SETS, LabelSpace, Ontology, Vocabulary, default_label_space
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
@@ -53,24 +55,28 @@ def _audio_index(folder: Path) -> dict[str, Path]:
     """fname (stem) -> path for every audio file in ``folder``; one directory listing, not 51k stats."""
     out: dict[str, Path] = {}
     rank: dict[str, int] = {}
-    with os.scandir(folder) as it:
-        for e in it:
-            stem, dot, ext = e.name.rpartition(".")
-            suffix = "." + ext.lower()
-            if dot and suffix in AUDIO_SUFFIXES:
-                # Directory order is arbitrary: if a clip exists in two formats, the
-                # earlier suffix in AUDIO_SUFFIXES wins, so every machine picks the same file.
-                r = AUDIO_SUFFIXES.index(suffix)
-                if r < rank.get(stem, len(AUDIO_SUFFIXES)):
-                    out[stem], rank[stem] = Path(e.path), r
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as e:
+        raise DataError(f"{folder}: cannot list the audio folder ({e.strerror or e})") from None
+    for e in entries:
+        stem, dot, ext = e.name.rpartition(".")
+        suffix = "." + ext.lower()
+        if dot and suffix in AUDIO_SUFFIXES:
+            # Directory order is arbitrary: if a clip exists in two formats, the
+            # earlier suffix in AUDIO_SUFFIXES wins, so every machine picks the same file.
+            r = AUDIO_SUFFIXES.index(suffix)
+            if r < rank.get(stem, len(AUDIO_SUFFIXES)):
+                out[stem], rank[stem] = Path(e.path), r
     return out
 
 
 def _read_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: ground-truth file not found")
     # utf-8-sig: a CSV re-saved by a spreadsheet starts with a BOM that would hide the 'fname' column.
-    with path.open(newline="", encoding="utf-8-sig") as f:
+    # open_regular: a FIFO or a device is refused, never read (it could block forever)
+    with io.TextIOWrapper(open_regular(path, DataError), encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f, strict=True)
         rows = []
         last = 0  # the line the last good record ended on: a bad record starts on the next one

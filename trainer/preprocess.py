@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from guesser.errors import GuesserError
@@ -94,6 +95,8 @@ def run_preprocess(data_root: Path, out: Path, *, jobs: int | None, features: st
     results = []
     if jobs is not None and jobs < 1:
         raise GuesserError(f"--jobs must be at least 1, got {jobs}")
+    if out.exists() and not out.is_dir():
+        raise GuesserError(f"--out {out}: a file, not a folder; choose a folder for the caches")
     for cfg in parse_presets(features):
         if merge_only:
             res = merge_shards(data_root, out, cfg)
@@ -101,7 +104,7 @@ def run_preprocess(data_root: Path, out: Path, *, jobs: int | None, features: st
             res = build_cache(data_root, out, cfg, jobs=jobs or default_jobs(), shard=shard, progress=progress)
         results.append(res)
         if res.merged:
-            console.print(f"cache {res.directory}", soft_wrap=True)  # a path: never folded
+            console.print(f"cache {escape(str(res.directory))}", soft_wrap=True)  # a path: never folded
             table = Table(show_header=True)
             for col in ("split", "clips"):
                 table.add_column(col)
@@ -109,13 +112,16 @@ def run_preprocess(data_root: Path, out: Path, *, jobs: int | None, features: st
                 table.add_row(split, str(n))
             console.print(table)
             if res.skipped:
-                console.print(f"[yellow]skipped {len(res.skipped)} clip(s); see {res.directory / 'report.json'}[/]")
+                console.print(f"[yellow]skipped {len(res.skipped)} clip(s); see {escape(str(res.directory / 'report.json'))}[/]")
                 for s in res.skipped[:5]:
-                    console.print(f"  {s['split']} {s['fname']}: {s['reason']}")
+                    console.print(f"  {s['split']} {s['fname']}: {s['reason']}", markup=False, highlight=False)
         elif res.merging_elsewhere:
             console.print(f"every chunk of {cfg.key} is built; another process is merging them "
-                          f"(lock {res.directory / '.merge.lock'}; if none is, delete the lock and rerun)")
-        else:
+                          f"(lock {res.directory / '.merge.lock'}; if none is, delete the lock and rerun)", markup=False)
+        elif shard[1] > 1:
             console.print(f"shard {shard[0]}/{shard[1]} of {cfg.key} done; merge once every shard has finished "
-                          f"(guesser preprocess {data_root} --out {out} --merge)")
+                          f"(guesser preprocess {data_root} --out {out} --merge)", markup=False)
+        else:  # only when a part went missing under a concurrent run: the same command finishes it
+            console.print(f"{cfg.key}: not finished (a concurrent run removed some parts); "
+                          f"rerun: guesser preprocess {data_root} --out {out}", markup=False)
     return results

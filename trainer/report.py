@@ -18,6 +18,7 @@ console output and saves it as a self-contained page.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,22 +84,96 @@ class RunFolder:
 # ---------------------------------------------------------------- reading
 
 def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; anything else (unreadable, not JSON, a list) is one line naming the file."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise GuesserError(f"{path}: cannot read it as JSON ({str(e).splitlines()[0]})") from None
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError) as e:
+        raise GuesserError(f"{path}: cannot read it as JSON ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not isinstance(data, dict):
+        raise GuesserError(f"{path}: not a JSON object (a {type(data).__name__})")
+    return data
+
+
+def _number(v) -> bool:
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+
+
+def _numbers(v) -> bool:
+    return isinstance(v, list) and all(_number(x) for x in v)
+
+
+def check_run_info(path: Path, info: dict) -> dict:
+    """run.json's fields the report reads, type-checked (one line naming the file and the field)."""
+    for key in ("name", "member", "task", "cache"):
+        if key in info and not isinstance(info[key], (str, type(None))):
+            raise GuesserError(f"{path}: {key} must be text, got {info[key]!r:.40}")
+    for key in ("best_score", "params", "trained_seconds"):
+        if key in info and not _number(info[key]):
+            raise GuesserError(f"{path}: {key} must be a number, got {info[key]!r:.40}")
+    return info
+
+
+def check_result(path: Path, doc: dict) -> dict:
+    """eval.json / ensemble_eval.json, type-checked where the report reads them (one line naming the part)."""
+    def bad(what: str) -> GuesserError:
+        return GuesserError(f"{path}: not a guesser evaluation result ({what})")
+
+    for key in ("name", "split", "member", "task"):
+        if key in doc and not isinstance(doc[key], (str, type(None))):
+            raise bad(f"{key} must be text")
+    if "clips" in doc and not _number(doc["clips"]) or "params" in doc and not _number(doc["params"]):
+        raise bad("clips and params must be numbers")
+    summary = doc.get("summary", {})
+    if not isinstance(summary, dict) or not all(_number(v) for v in summary.values()):
+        raise bad("summary must map names to numbers")
+    if "models" in doc and not isinstance(doc["models"], list):
+        raise bad("models must be a list")
+    labels = doc.get("labels")
+    if labels is not None:
+        if not (isinstance(labels, dict) and isinstance(labels.get("names"), list) and _numbers(labels.get("ap"))
+                and _numbers(labels.get("positives")) and len(labels["names"]) == len(labels["ap"]) == len(labels["positives"])):
+            raise bad("labels must hold names, ap and positives of one length")
+    fams = doc.get("families")
+    if fams is not None and not (isinstance(fams, dict) and _numbers(fams.get("support", []))):
+        raise bad("families.support must be numbers")
+    conf = doc.get("confusion")
+    if conf is not None:
+        ok = isinstance(conf, dict) and isinstance(conf.get("classes"), list) and isinstance(conf.get("matrix"), list)
+        if not ok or len(conf["matrix"]) != len(conf["classes"]) or not all(
+                _numbers(row) and len(row) == len(conf["classes"]) and None not in row for row in conf["matrix"]):
+            raise bad("confusion must hold classes and a square matrix of numbers")
+    for key in ("roc_labels", "roc_families"):
+        roc = doc.get(key)
+        if roc is None:
+            continue
+        micro = roc.get("micro") if isinstance(roc, dict) else None
+        if micro is not None and not (isinstance(micro, dict) and _numbers(micro.get("fpr", []))
+                                      and _numbers(micro.get("tpr", [])) and _number(micro.get("auc"))
+                                      and len(micro.get("fpr", [])) == len(micro.get("tpr", []))
+                                      and None not in micro.get("fpr", []) + micro.get("tpr", [])):
+            raise bad(f"{key}.micro must hold fpr and tpr of one length")
+    return doc
 
 
 def read_history(path: Path) -> list[dict]:
+    """metrics.jsonl: one object per epoch; a line that is not, or an epoch/loss that is not a number, is one error."""
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise GuesserError(f"{path}: cannot read it ({e})") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise GuesserError(f"{path}:{n}: not a JSON line") from None
         if isinstance(row, dict) and "epoch" in row:
+            for key in ("epoch", "train_loss", "val_loss"):  # NaN is a number here: a diverged run's loss
+                v = row.get(key)
+                if (key != "val_loss" or v is not None) and not (_number(v) and v is not None):
+                    raise GuesserError(f"{path}:{n}: {key} must be a number, got {v!r:.40}")
             rows.append(row)
     return rows
 
@@ -110,11 +185,11 @@ def is_run(folder: Path) -> bool:
 def load_run(folder: Path) -> RunFolder:
     run = RunFolder(folder)
     if (folder / "run.json").is_file():
-        run.info = read_json(folder / "run.json")
+        run.info = check_run_info(folder / "run.json", read_json(folder / "run.json"))
     if (folder / "metrics.jsonl").is_file():
         run.history = read_history(folder / "metrics.jsonl")
     if (folder / EVAL_FILE).is_file():
-        run.evaluation = read_json(folder / EVAL_FILE)
+        run.evaluation = check_result(folder / EVAL_FILE, read_json(folder / EVAL_FILE))
     return run
 
 
@@ -144,7 +219,8 @@ def find_runs(runs: list[Path], root: Path) -> tuple[list[RunFolder], list[dict]
         if not folders:
             raise GuesserError(f"{root}: no runs found; train with 'guesser train one RECIPE' or pass run folders")
     parents = {f.resolve().parent for f in folders} | {c.resolve() for c in containers}
-    ensembles = [read_json(d / ENSEMBLE_FILE) for d in sorted(parents) if (d / ENSEMBLE_FILE).is_file()]
+    ensembles = [check_result(d / ENSEMBLE_FILE, read_json(d / ENSEMBLE_FILE))
+                 for d in sorted(parents) if (d / ENSEMBLE_FILE).is_file()]
     return [load_run(f) for f in folders], ensembles
 
 
@@ -263,11 +339,11 @@ def best_worst_labels(result: dict, k: int = 8) -> Table | None:
         t.add_column("AP", justify="right")
         t.add_column("clips", justify="right")
         for ap, name, pos in items:
-            t.add_row(pretty(name), num(ap), str(pos))
+            t.add_row(Text(pretty(str(name))), num(ap), str(pos))
         return t
 
     grid = Table.grid(padding=(0, 3))
-    grid.title = f"{result['name']}: labels by AP on {result.get('split')} ({len(rows)} labels with positives)"
+    grid.title = Text(f"{result['name']}: labels by AP on {result.get('split')} ({len(rows)} labels with positives)")
     grid.add_row(half("best", best), half("worst", worst))
     return grid
 
@@ -313,9 +389,13 @@ def loss_chart(run: RunFolder, width: int) -> Text | None:
         val = f", val loss {r['val_loss']:.4f}" if r.get("val_loss") is not None else ""
         return Text(f"{run.name}: loss per epoch — one epoch only: train loss {r['train_loss']:.4f}{val} "
                     "(a curve needs two epochs)")
-    epochs = [r["epoch"] for r in h]
-    series = [("train loss", epochs, [r["train_loss"] for r in h], True)]
-    val = [(r["epoch"], r["val_loss"]) for r in h if r.get("val_loss") is not None]
+    finite = math.isfinite  # a diverged epoch's NaN loss is left out of the curve, not drawn
+    train = [(r["epoch"], r["train_loss"]) for r in h if finite(r["epoch"]) and finite(r["train_loss"])]
+    val = [(r["epoch"], r["val_loss"]) for r in h
+           if r.get("val_loss") is not None and finite(r["epoch"]) and finite(r["val_loss"])]
+    if not train:
+        return Text(f"{run.name}: loss per epoch — no finite train loss (the run diverged)")
+    series = [("train loss", [e for e, _ in train], [v for _, v in train], True)]
     if val:
         series.append(("val loss", [e for e, _ in val], [v for _, v in val], True))
     return chart(series, f"{run.name}: loss per epoch", "epoch", width)
@@ -347,7 +427,7 @@ def confusion_heatmap(result: dict) -> Table | None:
         return None
     classes = [FAMILY_SHORT.get(c, c) for c in conf["classes"]]
     support = (result.get("families") or {}).get("support") or [None] * len(classes)
-    t = Table(title=f"{result['name']}: top family, row-normalised (rows: true, columns: predicted)",
+    t = Table(title=Text(f"{result['name']}: top family, row-normalised (rows: true, columns: predicted)"),
               box=box.SIMPLE, pad_edge=False, caption_justify="left",
               caption="clips: clips of the true family (a clip of two families counts ½ in each row)")
     t.add_column("true \\ pred")
@@ -356,10 +436,10 @@ def confusion_heatmap(result: dict) -> Table | None:
     t.add_column("clips", justify="right", style="dim")
     for name, row, n in zip(classes, conf["matrix"], support):
         if not n:  # no clip of this family: nothing to normalise
-            t.add_row(name, *["·"] * len(row), "0", style="dim")
+            t.add_row(Text(str(name)), *["·"] * len(row), "0", style="dim")
             continue
         cells = [Text(f"{v * 100:.0f}%", style=heat_style(v)) for v in row]
-        t.add_row(name, *cells, f"{n:g}")
+        t.add_row(Text(str(name)), *cells, f"{n:g}")
     return t
 
 

@@ -326,12 +326,52 @@ class SavedState:
 
 
 def load_state(path: Path) -> tuple[dict, SavedState]:
-    """(model/optimiser/EMA state dicts, the checked header) of a run's ``last.safetensors``."""
+    """(model/optimiser/EMA state dicts, the checked header) of a run's ``last.safetensors``.
+
+    Its shape is checked too: a well-formed file of the wrong content (a missing
+    tensor, counters of the wrong type or sign) is one line, not a traceback.
+    """
     tensors, meta = load_checkpoint(path)
     if meta.get("kind") != "train-state":
         raise GuesserError(f"{path}: not a resumable training state")
     saved = SavedState.from_header(meta, path)
-    return unflatten(HeaderFields(meta, str(path), "the training state").any("skeleton"), tensors), saved
+    try:
+        state = unflatten(HeaderFields(meta, str(path), "the training state").any("skeleton"), tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise GuesserError(f"{path}: an inconsistent training state (a tensor is missing: {e}); "
+                           "delete it to start over, or use another --out") from None
+    problem = state_problem(state, meta)
+    if problem:
+        raise GuesserError(f"{path}: an inconsistent training state ({problem}); "
+                           "delete it to start over, or use another --out")
+    return state, saved
+
+
+COUNTER_TYPES = {"epoch": int, "step": int, "best": (int, float), "best_epoch": int, "seconds": (int, float),
+                 "loss_sum": (int, float), "loss_n": int, "done": bool}
+
+
+def state_problem(state, meta: dict) -> str | None:
+    """What is wrong with a loaded state's structure and counters (None: nothing)."""
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or "optimizer" not in state:
+        return "no model or optimizer state"
+    if not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        return "model state holds something other than tensors"
+    counters = meta.get("counters")
+    if not isinstance(counters, dict):
+        return "no counters"
+    for key, kind in COUNTER_TYPES.items():  # a counter added since the state was written takes its default
+        if key not in counters and key not in ("epoch", "step"):
+            continue
+        v = counters.get(key)
+        if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+            return f"counter {key} is {v!r}"
+    if any(counters.get(k, 0) < 0 for k in ("epoch", "step", "loss_n")):
+        return "negative counters"
+    history = meta.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        return "history is not a list of epochs"
+    return None
 
 
 def recipe_difference(saved: dict, current: dict, prefix: str = "") -> str | None:
@@ -632,14 +672,19 @@ def prepare(recipe: Recipe, cache_root: str | Path, out_dir: str | Path, rank: i
     history: list[dict] = []
     if resumed is not None:
         state, saved = resumed
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        if plateau is not None and saved.scheduler:
-            plateau.load_state_dict(saved.scheduler)
-        if saved.scaler:
-            scaler.load_state_dict(saved.scaler)
+        try:  # a state of the same recipe whose tensors do not fit this model: one line, not a traceback
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
+            if plateau is not None and saved.scheduler:
+                plateau.load_state_dict(saved.scheduler)
+            if saved.scaler:
+                scaler.load_state_dict(saved.scaler)
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise GuesserError(f"{out / 'last.safetensors'}: the saved state does not fit this run ({first[:160]}); "
+                               "delete it to start over, or use another --out") from None
         counters.update(saved.counters)
         history = saved.history
         if main:

@@ -17,6 +17,7 @@ from typing import Any
 
 from textual.app import App
 from textual.binding import Binding
+from textual.markup import escape
 from textual.screen import Screen
 
 from guesser.errors import GuesserError
@@ -53,6 +54,19 @@ class GuesserApp(App[None]):
         self.models_error: GuesserError | None = None
         self._player: Player | None = self.settings.player
         self.main: MainScreen | None = None
+        self.crash: BaseException | None = None  # an unhandled exception that ended the app (see run_app)
+
+    def _handle_exception(self, error: Exception) -> None:
+        """An unhandled exception ends the app as Textual ends it, but without its traceback on the terminal.
+
+        :func:`run_app` turns :attr:`crash` into one line naming a log file
+        and a non-zero exit (Textual itself would print a traceback and the
+        process would exit 0).
+        """
+        if self.crash is None:
+            self.crash = error
+        super()._handle_exception(error)
+        self._exit_renderables.clear()  # the traceback goes to the crash log, not the terminal
 
     # -- shared state
 
@@ -101,7 +115,7 @@ class GuesserApp(App[None]):
     def on_audio_started(self, message: m.AudioStarted) -> None:
         self.audio_ok = True
         src = "file" if self.settings.file_mode else "mic"
-        self.device_text = f"{src}: [b]{message.device}[/b] · {message.samplerate / 1000:g} kHz"
+        self.device_text = f"{src}: [b]{escape(message.device)}[/b] · {message.samplerate / 1000:g} kHz"
         self._refresh_main()
 
     def on_audio_tick(self, message: m.AudioTick) -> None:
@@ -189,7 +203,8 @@ class GuesserApp(App[None]):
         self.push_screen(SaveScreen(self.save_dir), chosen)
 
     def on_saved(self, message: m.Saved) -> None:
-        self.notify(f"saved {message.wav.name} + {message.json_path.name} in {message.wav.parent}", timeout=6)
+        self.notify(f"saved {message.wav.name} + {message.json_path.name} in {message.wav.parent}", timeout=6,
+                    markup=False)
         for screen in self.screen_stack:
             if getattr(screen, "take", None) is message.take and hasattr(screen, "show_saved"):
                 screen.show_saved()
@@ -197,7 +212,7 @@ class GuesserApp(App[None]):
             self.main.refresh_bindings()
 
     def on_notice(self, message: m.Notice) -> None:
-        self.notify(message.text, severity=message.severity)
+        self.notify(message.text, severity=message.severity, markup=False)
 
     def show_problem(self, error: GuesserError, retry=None) -> None:
         """The failure screen for ``error`` (one at a time: a second failure while one shows is dropped)."""
@@ -231,11 +246,15 @@ class GuesserApp(App[None]):
 
 
 def file_settings(file: Path, seconds: float) -> tuple[Any, float]:
-    """``--file``: an :class:`ArrayBackend` that plays the file (at most ``seconds`` of wall time) and its length."""
+    """``--file``: an :class:`ArrayBackend` that plays the file (at most ``seconds`` of wall time) and its length.
+
+    Only the first :data:`MAX_FILE_SECONDS` are decoded (a two-hour file costs no more than a minute's);
+    a silent file is refused here, as a silent recording would be.
+    """
     from guesser.audio import load_audio
     from guesser.recorder import ArrayBackend
 
-    audio = load_audio(file)
+    audio = load_audio(file, allow_silent=False, max_seconds=MAX_FILE_SECONDS)
     duration = min(audio.duration, MAX_FILE_SECONDS)
     backend = ArrayBackend(audio.mono, audio.sample_rate, devices=(Path(file).name,),
                            speed=max(1.0, duration / seconds))
@@ -248,8 +267,30 @@ def run_app(file: Path | None = None, device: str | None = None, seconds: float 
     if not 0 < seconds <= 30:
         raise GuesserError(f"--seconds must be in (0, 30], got {seconds:g}")
     settings = Settings(seconds=seconds, device=device, models=list(models) if models else None)
+    if models:
+        check_models(list(models))  # a wrong --models is one line before the app starts, not a screen
     if file is not None:
         settings.backend, settings.seconds = file_settings(file, seconds)
         settings.file = Path(file)
         settings.countdown = 0
-    GuesserApp(settings).run()
+    app = GuesserApp(settings)
+    app.run()
+    if app.crash is not None:  # Textual ended the app on an unhandled exception: say so, exit non-zero
+        from guesser.crashlog import report
+        from guesser.errors import InternalError
+
+        raise InternalError(report(app.crash, where="guesser play"))
+    if app.return_code:
+        raise GuesserError(f"the app ended with exit code {app.return_code}")
+
+
+def check_models(models: list[Path]) -> None:
+    """The headers of ``--models`` (no weights read): a missing file or a non-model is a GuesserError."""
+    from guesser.checkpoint import read_meta
+    from guesser.ensemble import resolve_models
+    from guesser.errors import CheckpointError
+
+    for path, _ in resolve_models(models):
+        meta = read_meta(path)
+        if meta.get("kind") != "model":
+            raise CheckpointError(f"{path}: a {meta.get('kind', 'unknown')} checkpoint, not a model")

@@ -36,6 +36,11 @@ def load_models(target: MessagePump, load: Callable[[Any], Any], models: Any) ->
     except GuesserError as e:
         target.post_message(m.ModelsFailed(e))
         return
+    except Exception as e:  # noqa: BLE001 - a bug or a file no check foresaw: the failure screen, and a log
+        from guesser.crashlog import report
+
+        target.post_message(m.ModelsFailed(GuesserError(f"the models could not be loaded: {report(e)}")))
+        return
     target.post_message(m.ModelsLoaded(ensemble))
 
 

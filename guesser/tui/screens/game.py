@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Static
 
+from guesser.errors import GuesserError
 from guesser.game import FAMILY, Game, HighScore, HighScores, RoundResult, Target, draw_target, target_pool
 from guesser.labels import pretty
 from guesser.tui.widgets import Ranking, TitleBar
@@ -59,7 +60,7 @@ class GameScreen(Screen):
 
     def on_mount(self) -> None:
         if self.highscores.notice:
-            self.notify(self.highscores.notice, severity="warning", timeout=8)
+            self.notify(self.highscores.notice, severity="warning", timeout=8, markup=False)
         self.query_one(RecordPanel).set_device(self.app.device_text)
         self.query_one(RecordPanel).set_idle_text("Press [b]space[/b] and make the sound  ·  [b]p[/b] pick  ·  "
                                                   "[b]n[/b] another")
@@ -137,7 +138,8 @@ def scores_table(scores: HighScores, mark: int | None = None) -> Table | Text:
     for col, just in (("#", "right"), ("name", "left"), ("score", "right"), ("streak", "right"), ("date", "left")):
         table.add_column(col, justify=just, no_wrap=True)
     for i, e in enumerate(scores.entries, start=1):
-        table.add_row(str(i), e.name, str(e.score), str(e.best_streak), e.date,
+        # Text, not a string: a player's name is never parsed as markup ("[/oops]" would crash the table)
+        table.add_row(str(i), Text(e.name), str(e.score), str(e.best_streak), Text(e.date),
                       style="bold reverse" if i == mark else None)
     return table
 
@@ -170,12 +172,13 @@ class GameOverScreen(ModalScreen[int | None]):
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         name = event.value.strip() or self.default_name
-        self.position = self.scores.add(HighScore(name, self.game.score, self.game.rounds, self.game.best_streak,
-                                                  self.today))
+        entry = HighScore(name, self.game.score, self.game.rounds, self.game.best_streak, self.today)
+        self.position = self.scores.add(entry)
         try:
-            self.scores.save()
-        except OSError as e:
-            self.notify(f"could not save the high scores: {e}", severity="error")
+            self.scores.save()  # merged with scores another instance saved meanwhile: the position may move
+            self.position = self.scores.entries.index(entry) + 1 if entry in self.scores.entries else None
+        except (OSError, GuesserError) as e:
+            self.notify(f"could not save the high scores: {e}", severity="error", markup=False)
         event.input.disabled = True
         self.query_one("#gameover-table", Static).update(scores_table(self.scores, self.position))
         self.focus_next()

@@ -6,6 +6,7 @@ from functools import partial
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Label, LoadingIndicator, Static
@@ -72,7 +73,7 @@ class MainScreen(Screen):
         elif app.ensemble is None:
             text = "Loading models…"
         elif s.file_mode:
-            text = f"Press [b]space[/b] to run {s.file.name} ({s.seconds:.1f} s) through the guesser"
+            text = f"Press [b]space[/b] to run {escape(s.file.name)} ({s.seconds:.1f} s) through the guesser"
         else:
             text = f"Press [b]space[/b] to record {s.seconds:g} s  ·  [b]l[/b] listen live  ·  [b]g[/b] play the game"
         self.panel.set_idle_text(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Static
@@ -30,8 +31,8 @@ class ResultsScreen(Screen):
         t, p = self.take, self.take.prediction
         yield TitleBar("the guesses")
         top = p.labels[0] if p.labels else None
-        headline = f"#{t.number}  [b]{say(p)}[/b] ({top.score:.2f})" if top else f"#{t.number}"
-        yield Static(f"{headline}  ·  {t.duration:.1f} s from {t.source}  ·  {t.level.rms_db:.0f} dBFS RMS",
+        headline = f"#{t.number}  [b]{escape(say(p))}[/b] ({top.score:.2f})" if top else f"#{t.number}"
+        yield Static(f"{headline}  ·  {t.duration:.1f} s from {escape(t.source)}  ·  {t.level.rms_db:.0f} dBFS RMS",
                      id="result-title")
         with Horizontal(id="result-body"):
             with Vertical(id="result-left"):
@@ -53,7 +54,7 @@ class ResultsScreen(Screen):
 
     def show_saved(self) -> None:
         if self.take.saved_to is not None:
-            self.query_one("#saved", Static).update(f"saved: {self.take.saved_to}")
+            self.query_one("#saved", Static).update(f"saved: {escape(str(self.take.saved_to))}")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "replay":
