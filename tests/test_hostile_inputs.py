@@ -15,8 +15,8 @@ real subprocess of the installed ``guesser`` script), and asserts:
 
 Rows F1–F18 are the failures the issue found; the others are everyday cases
 that already worked and must stay that way. F7 and F9 (an index of 200,000
-``[``, checkpoint metadata of the wrong type) land with the typed contracts of
-issue 12 and are marked ``xfail`` until then.
+``[``, checkpoint metadata of the wrong type) are handled by the typed contracts
+of ``guesser.checkpoint`` (``ModelMeta``, ``ModelsIndex``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from guesser.cli import app
 REPO = Path(__file__).resolve().parents[1]
 GUESSER = Path(sys.executable).parent / "guesser"
 INTERNAL = 70  # guesser.errors.InternalError.exit_code: an exception nothing foresaw
-ISSUE_12 = pytest.mark.xfail(reason="typed contracts land with issue 12", strict=False)
 ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -777,14 +776,12 @@ ROWS: list[Row] = [
         ("standard output", "No space left"), in_process=False, subprocess=True, stdout="/dev/full"),
     # -- F7, F9: validation on read of indexes and checkpoint metadata (issue 12)
     models_row("F7-deep-index", lambda c: put(c.work / "index.json", b"[" * 200_000),
-               ("index.json",), marks=(ISSUE_12,)),
-    models_row("F9-list-header", lambda c: raw_header(c.work / "list.safetensors", [1, 2]), ("list.safetensors",),
-               marks=(ISSUE_12,)),
+               ("index.json",)),
+    models_row("F9-list-header", lambda c: raw_header(c.work / "list.safetensors", [1, 2]), ("list.safetensors",)),
     models_row("F9-format-version-text", lambda c: raw_header(c.work / "fv.safetensors", {
-        "format": "guesser-checkpoint", "format_version": "abc", "kind": "model"}), ("fv.safetensors",), marks=(ISSUE_12,)),
+        "format": "guesser-checkpoint", "format_version": "abc", "kind": "model"}), ("fv.safetensors",)),
     models_row("F9-member-dict", lambda c: resave(c.checkpoint, c.work / "mem.safetensors",
-                                                  meta=lambda m: {**m, "member": {}}), ("mem.safetensors",),
-               marks=(ISSUE_12,)),
+                                                  meta=lambda m: {**m, "member": {}}), ("mem.safetensors",)),
     # -- F8: NaN weights
     models_row("F8-nan-weights", nan_weights, ("nan.safetensors", "NaN")),
     # -- F10: feature settings out of range
