@@ -21,7 +21,7 @@ DOC = REPO / "docs" / "architecture.md"
 PRODUCTION = ("guesser", "trainer", "benchmarks", "docs")  # every Python file that is not a test
 
 # The CLI commands that train, evaluate or build caches: the only places the app may reach into trainer/.
-TRAINING_COMMANDS = {"preprocess", "train_one", "train_multi", "train_list", "tune", "evaluate", "report", "export"}
+TRAINING_COMMANDS = {"preprocess", "train_one", "train_multi", "train_list", "tune", "evaluate", "select", "report", "export"}
 
 # What computes a spectrogram or mel filters in torch, torchaudio, librosa, scipy and numpy.
 SPECTRAL = {"stft", "istft", "spectrogram", "melspectrogram", "MelSpectrogram", "Spectrogram", "MelScale",
