@@ -155,8 +155,8 @@ class FeatureConfig:
         number("clip_seconds", 0.0, MAX_CLIP_SECONDS, open_lo=True)
         if self.clip_frames < 1:
             raise ValueError(f"feature setting clip_seconds={self.clip_seconds!r} is shorter than one frame")
-        if self.short not in ("tile", "pad"):
-            raise ValueError(f"feature setting short must be 'tile' or 'pad', got {self.short!r}")
+        if self.short not in ("tile", "pad", "noise"):
+            raise ValueError(f"feature setting short must be 'tile', 'pad' or 'noise', got {self.short!r}")
         if self.norm not in ("global", "per_mel", "none"):
             raise ValueError(f"feature setting norm must be 'global', 'per_mel' or 'none', got {self.norm!r}")
         if (self.mean is None) != (self.std is None):

@@ -48,9 +48,9 @@ def _rank_main(rank: int, port: int, cache_root: str, out: str, dump: str) -> No
     seen: list[tuple[int, list[int]]] = []
     real = train_mod.make_batch
 
-    def spy(split, targets, idx, cfg, recipe, seed):
+    def spy(split, targets, idx, cfg, recipe, seed, *rest):
         seen.append((len(seen), [int(i) for i in idx]))
-        return real(split, targets, idx, cfg, recipe, seed)
+        return real(split, targets, idx, cfg, recipe, seed, *rest)
 
     train_mod.make_batch = spy
     result = train_mod.train(ddp_recipe(), cache_root, out, device="cpu", progress=False, log=lambda s: None)

@@ -544,7 +544,8 @@ def bad_csv(change: Callable[[str], str | bytes], name: str = "dev.csv"):
 def stale_lock_after_manifest(ctx: Ctx) -> list[str]:
     """kill -9 at the merge's last step: manifest written, parts and the merge lock (of a dead pid) left behind."""
     from guesser.features import SEED_CNN
-    from trainer.cache import build_cache, cache_dir
+    from trainer.cache import cache_dir
+    from trainer.cache_build import build_cache
 
     tree = tiny_tree(ctx)
     out = ctx.work / "cache"
@@ -559,7 +560,8 @@ def stale_lock_after_manifest(ctx: Ctx) -> list[str]:
 def stale_lock_before_merge(ctx: Ctx) -> list[str]:
     """kill -9 during the merge: every part built, no manifest, a lock whose owner is dead."""
     from guesser.features import SEED_CNN
-    from trainer.cache import build_cache, cache_dir
+    from trainer.cache import cache_dir
+    from trainer.cache_build import build_cache
 
     tree = tiny_tree(ctx)
     out = ctx.work / "cache"
@@ -576,7 +578,7 @@ def dead_pid() -> int:
 
 def concurrent_loser(ctx: Ctx) -> list[str]:
     """Two runs of one build: the other finishes (merges and cleans up) while this one computes its chunks."""
-    import trainer.cache as cache_mod
+    import trainer.cache_build as cache_mod
     from guesser.features import SEED_CNN
 
     tree = tiny_tree(ctx)
