@@ -29,8 +29,10 @@ raised val (label mAP + family mAP) / 2 most, with repeats as weights, and stopp
 helped. Runs that never helped are not shipped. The corpus is `fsd50k-mini` with its real speech,
 coughs and breathing (5,522 train / 1,150 val / 1,409 eval clips, 105 of the 200 labels).
 
-How they were made ({hours:.1f} CPU-hours of fine-tuning on this project's 2-core machine; each
-`*_real` recipe starts from the member's previously shipped model, `train.init = "shipped"`):
+How they were made ({hours:.1f} hours of training wall time on this project's 2-core machine, shared
+with other jobs at the time; each `*_real` recipe starts from the member's previously shipped
+model, `train.init = "shipped"`; cnn3_real is the short-clip experiment's `tile` run, whose
+settings are the recipe's, stopped after 4 of its 5 epochs for time, see docs/training.md):
 
 ```bash
 guesser preprocess ../shared/fsd50k-mini --out cache
@@ -56,8 +58,9 @@ LIMITS = """## Limits (all models)
   real instruments are recognised less well than the eval numbers suggest. Speech now includes
   2,200 real recordings (five sources, many speakers, four languages), but children's voices,
   singing, whispering and shouting are still absent.
-* **Band-limited classes**: ESC-50-derived clips (cough, laughter, footsteps, keyboard typing,
-  knock, breathing, …) exist in training only as 8 kHz band-limited copies. Training band-limits
+* **Band-limited classes**: ESC-50-derived clips (laughter, footsteps, keyboard typing, knock,
+  sneezing, …) exist in training only as 8 kHz band-limited copies (coughs and breathing now also
+  come from Coswara's real phone and laptop recordings). Training band-limits
   other clips at random and synthesises a high band for these (`bandlimit_p`, `hf_fill_p`), so a
   full-band microphone recording is not rejected for having treble; the eval split has no clip of
   these classes, so how well this works is not measured here.
