@@ -35,7 +35,7 @@ from guesser.features import FeatureConfig, _log_mel_frames, window_starts
 if TYPE_CHECKING:  # pragma: no cover
     from guesser.ensemble import Ensemble, LoadedModel, Prediction
 
-IN_MEMORY_SECONDS = 120.0
+IN_MEMORY_SECONDS = 30.0
 """Files up to this long are scored in one piece by ``Ensemble.predict``; longer ones are streamed."""
 
 STREAM_BATCH_WINDOWS = 4
