@@ -36,7 +36,7 @@ import torch
 from guesser.errors import CheckpointError
 from guesser.features import FeatureConfig
 # The one atomic writer (high scores and recordings use it too) lives in guesser.fileio; re-exported here.
-from guesser.fileio import atomic_write, atomic_write_text, check_regular  # noqa: F401
+from guesser.fileio import atomic_write, atomic_write_text, check_regular, native_path  # noqa: F401
 from guesser.models import TASK_LABELS, TASKS
 
 FORMAT = "guesser-checkpoint"
@@ -83,7 +83,17 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: di
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     text = json.dumps(header, sort_keys=True)
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    atomic_write(Path(path), lambda p: save_file(clean, str(p), metadata={"guesser": text}))
+    def write(p: Path) -> None:
+        try:
+            str(p).encode("utf-8")
+        except UnicodeEncodeError:  # a folder whose name is not UTF-8: safetensors takes only str paths
+            from safetensors.torch import save
+
+            p.write_bytes(save(clean, metadata={"guesser": text}))
+            return
+        save_file(clean, str(p), metadata={"guesser": text})
+
+    atomic_write(Path(path), write)
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -95,7 +105,7 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{p}: no such checkpoint")
     check_regular(p, CheckpointError)  # a FIFO or a device is refused, never opened
     try:
-        with safe_open(str(p), framework="pt") as f:
+        with native_path(p) as name, safe_open(name, framework="pt") as f:
             header = f.metadata() or {}
     except Exception:
         raise CheckpointError(f"{p}: not a guesser checkpoint (not a safetensors file)") from None
@@ -122,7 +132,8 @@ def _tensors(path: str | Path, dtype: torch.dtype | None) -> dict[str, torch.Ten
     from safetensors.torch import load_file
 
     try:
-        tensors = load_file(str(path))
+        with native_path(path) as name:
+            tensors = load_file(name)
     except Exception as e:
         raise CheckpointError(f"{path}: corrupt checkpoint ({str(e).splitlines()[0]})") from None
     if dtype is not None:

@@ -26,8 +26,9 @@ import errno
 import os
 import stat
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Type
+from typing import Callable, Iterator, Type
 
 from guesser.errors import DiskFullError, GuesserError
 
@@ -104,6 +105,29 @@ def read_text(path: str | os.PathLike, error: Type[GuesserError] = GuesserError,
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise error(f"{shown(path)}: not a UTF-8 text file") from None
+
+
+@contextmanager
+def native_path(path: str | os.PathLike) -> Iterator[str]:
+    """A UTF-8 ``str`` naming ``path``, for libraries that take only that (safetensors, through Rust).
+
+    A name that is not UTF-8 (Python holds it with surrogate escapes) cannot be
+    passed as such: the file is opened here (for reading) and named by its
+    descriptor (``/proc/self/fd/N`` or ``/dev/fd/N``), which the library then reopens.
+    """
+    text = os.fspath(path)
+    try:
+        text.encode("utf-8")
+        yield text
+        return
+    except UnicodeEncodeError:
+        pass
+    fd = os.open(os.fsencode(path), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fd_dir = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+        yield f"{fd_dir}/{fd}"
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------- writing

@@ -36,7 +36,7 @@ from guesser.scoring import WindowProbs, Windows
 if TYPE_CHECKING:  # pragma: no cover
     from guesser.ensemble import Ensemble, LoadedModel, Prediction
 
-IN_MEMORY_SECONDS = 120.0
+IN_MEMORY_SECONDS = 30.0
 """Files up to this long are scored in one piece by ``Ensemble.predict``; longer ones are streamed."""
 
 STREAM_BATCH_WINDOWS = 4
