@@ -382,7 +382,7 @@ def merge_parts(ds: Fsd50k, d: Path, cfg: FeatureConfig, splits: list[str]) -> B
             _guard_disk(lambda: atomic_write_text(d / "stats.json", json.dumps(stats)), d / "stats.json")
     _guard_disk(lambda: atomic_write_text(d / "report.json", json.dumps({"skipped": skipped}, indent=1)), d / "report.json")
     nbytes = sum(f.stat().st_size for f in d.glob("*.npy")) + sum(f.stat().st_size for f in d.glob("*.npz"))
-    manifest = {"version": CACHE_VERSION, "feature_key": cfg.key, "clips": result.clips, "bytes": nbytes, "data_root": str(ds.root)}
+    manifest = {"version": CACHE_VERSION, "feature_key": cfg.key, "clips": result.clips, "bytes": nbytes, "data_root": str(Path(ds.root).resolve())}
     _guard_disk(lambda: atomic_write_text(d / "manifest.json", json.dumps(manifest, indent=1)), d / "manifest.json")
     _cleanup(d)
     result.skipped = skipped
