@@ -40,7 +40,8 @@ def save_recording(folder: str | Path, samples: np.ndarray, samplerate: int, pre
     x = np.clip(np.asarray(samples, np.float32).reshape(-1), -1.0, 1.0)
 
     def write_wav(p: Path) -> None:
-        sf.write(str(p), x, int(samplerate), subtype="PCM_16", format="WAV")
+        with open(p, "wb") as f:  # a file object: a folder whose name is not UTF-8 works too
+            sf.write(f, x, int(samplerate), subtype="PCM_16", format="WAV")
 
     try:
         folder.mkdir(parents=True, exist_ok=True)
