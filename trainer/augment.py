@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -332,27 +333,25 @@ def augment_db(x: torch.Tensor, y: torch.Tensor, g: torch.Generator, cfg: Augmen
     ``background_p`` (None: skipped); ``frames_per_second`` sets the time scale
     of the reverberation.
     """
-    if cfg.reverb_p:
-        x = reverberate(x, g, cfg.reverb_p, frames_per_second, cfg.reverb_t60_min, cfg.reverb_t60_max,
-                        cfg.reverb_drr_min, cfg.reverb_drr_max)
-    if cfg.background_p and background is not None:
-        x = add_background(x, background, g, cfg.background_p, cfg.background_snr_min, cfg.background_snr_max)
-    if cfg.clip_p:
-        x = clip_overdrive(x, g, cfg.clip_p)
-    if cfg.eq_p:
-        x = equalize(x, g, cfg.eq_p, cfg.eq_db)
-    if cfg.highpass_p:
-        x = highpass(x, g, cfg.highpass_p, cfg.highpass_max_frac)
-    if cfg.shift_frames:
-        x = time_shift(x, g, cfg.shift_frames)
-    if cfg.hf_fill_p:
-        x = hf_fill(x, g, cfg.hf_fill_p)
-    if cfg.bandlimit_p:
-        x = bandlimit(x, g, cfg.bandlimit_p, cfg.bandlimit_min_bin)
-    if cfg.gain_db:
-        x = gain(x, g, cfg.gain_db)
-    if cfg.freq_shift:
-        x = freq_shift(x, g, cfg.freq_shift)
+    # (enabled, step) in a fixed order: each draws from ``g`` only when enabled, so a recipe's batches
+    # are a function of its seed alone (resume stays exact)
+    steps: list[tuple[object, Callable[[torch.Tensor], torch.Tensor]]] = [
+        (cfg.reverb_p, lambda v: reverberate(v, g, cfg.reverb_p, frames_per_second, cfg.reverb_t60_min,
+                                             cfg.reverb_t60_max, cfg.reverb_drr_min, cfg.reverb_drr_max)),
+        (cfg.background_p and background is not None,
+         lambda v: add_background(v, background, g, cfg.background_p, cfg.background_snr_min, cfg.background_snr_max)),
+        (cfg.clip_p, lambda v: clip_overdrive(v, g, cfg.clip_p)),
+        (cfg.eq_p, lambda v: equalize(v, g, cfg.eq_p, cfg.eq_db)),
+        (cfg.highpass_p, lambda v: highpass(v, g, cfg.highpass_p, cfg.highpass_max_frac)),
+        (cfg.shift_frames, lambda v: time_shift(v, g, cfg.shift_frames)),
+        (cfg.hf_fill_p, lambda v: hf_fill(v, g, cfg.hf_fill_p)),
+        (cfg.bandlimit_p, lambda v: bandlimit(v, g, cfg.bandlimit_p, cfg.bandlimit_min_bin)),
+        (cfg.gain_db, lambda v: gain(v, g, cfg.gain_db)),
+        (cfg.freq_shift, lambda v: freq_shift(v, g, cfg.freq_shift)),
+    ]
+    for enabled, step in steps:
+        if enabled:
+            x = step(x)
     if cfg.mix_p:
         x, y = add_mix(x, y, g, cfg.mix_p, cfg.mix_db, union=multilabel)
     return x, y
