@@ -15,7 +15,6 @@ the first in the AudioSet ontology (not "Speech or Human voice").
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,15 +75,17 @@ def calibrate(top_scores: np.ndarray, top_correct: np.ndarray, target: float = T
 
 def read_rule(sources: Sequence[str | Path] | None) -> ConfidenceRule | None:
     """The rule in the (single) models index among ``sources``; None for checkpoints or several indexes."""
-    from guesser.ensemble import INDEX_NAME, default_models_index
+    from guesser.checkpoint import INDEX_NAME, ModelsIndex
+    from guesser.ensemble import default_models_index
+    from guesser.errors import GuesserError
 
     paths = [Path(s) for s in (sources or [default_models_index()])]
     paths = [p / INDEX_NAME if p.is_dir() else p for p in paths]
     if len(paths) != 1 or paths[0].suffix != ".json":
         return None
     try:
-        return ConfidenceRule.from_dict(json.loads(paths[0].read_text()).get("confidence"))
-    except (OSError, ValueError, AttributeError, RecursionError):
+        return ConfidenceRule.from_dict(ModelsIndex.read(paths[0]).confidence)
+    except GuesserError:  # the models themselves are read (and refused) from the same index just before
         return None
 
 

@@ -108,3 +108,20 @@ def test_headline_says_not_sure():
     assert p.to_json()["confident"] is False and p.to_json()["maybe"] == ["Speech", "Dog"]
     sure = Prediction([Scored("Walk_and_footsteps", 0.9)], [], [], 1.0, 1.0)
     assert headline(sure) == "Walk and footsteps" and sure.to_json()["confident"] is True
+
+
+def test_the_shipped_index_carries_a_rule_and_the_ensemble_applies_it():
+    """The shipped models come with their val-calibrated rule; an unreachable threshold makes every answer unsure."""
+    from guesser.audio import load_audio
+    from guesser.ensemble import Ensemble, default_models_index
+
+    shipped = read_rule(None)
+    assert shipped is not None and 0 < shipped.min_top_score < 1 and shipped.val_precision >= shipped.target_precision
+    audio = load_audio(default_models_index().parents[1] / "demo" / "piano.ogg")
+    strict = Ensemble.load(None, confidence=ConfidenceRule(1.01))
+    pred = strict.predict(audio.samples, audio.sample_rate)
+    assert pred.confident is False and len(pred.maybe) == 2
+    assert not SPACE.related(*pred.maybe) and pred.maybe[0] == pred.labels[0].name
+    assert headline(pred).startswith("not sure — maybe ")
+    sure = Ensemble.load(None, confidence=ConfidenceRule(0.0)).predict(audio.samples, audio.sample_rate)
+    assert sure.confident and sure.maybe == []
