@@ -370,23 +370,18 @@ def model_header(run: ModelRun, split: str) -> dict:
 # ---------------------------------------------------------------- the command
 
 def grouped(run_scores: Scores, label_probs: np.ndarray | None, family_probs: np.ndarray,
-            family_names: tuple[str, ...], groups: dict[str, str], synthetic: tuple[str, ...]) -> dict:
-    """Per-group metrics (:mod:`trainer.groups`) of one model's or the ensemble's scores."""
+            groups: dict[str, str], synthetic: tuple[str, ...]) -> dict:
+    """Per-group metrics (:mod:`trainer.groups`) of one model's or the ensemble's scores ([N, 6] families)."""
     from trainer.groups import group_scores
 
-    space = label_space(default_label_space().vocabulary.names)
-    fams = family_targets(run_scores.targets, space, "6")
-    full = np.zeros((len(family_probs), len(FAMILIES_6)), np.float32)
-    for i, c in enumerate(family_names):
-        full[:, FAMILIES_6.index(c)] = family_probs[:, i]
+    fams = family_targets(run_scores.targets, label_space(default_label_space().vocabulary.names), "6")
     return group_scores(run_scores.fnames, groups, labels=run_scores.targets if label_probs is not None else None,
-                        label_probs=label_probs, families=fams, family_probs=full, synthetic=synthetic)
+                        label_probs=label_probs, families=fams, family_probs=family_probs, synthetic=synthetic)
 
 
 def model_groups(run: ModelRun, groups: dict[str, str], synthetic: tuple[str, ...]) -> dict:
-    if run.model.task == TASK_LABELS:
-        return grouped(run.split, run.split.probs, families_of(run), FAMILIES_6, groups, synthetic)
-    return grouped(run.split, None, run.split.probs, run.model.classes, groups, synthetic)
+    label_probs = run.split.probs if run.model.task == TASK_LABELS else None
+    return grouped(run.split, label_probs, families_of(run), groups, synthetic)
 
 
 def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path = Path("runs/index.json"),
@@ -442,7 +437,7 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
         if group_of is not None:
             fit = body.get("family_weights")
             lab, fam = ensemble_scores(evaluated, "split", None if fit is None else fit["chosen"])
-            body["groups"] = grouped(fam, None if lab is None else lab.probs, fam.probs, FAMILIES_6, group_of, synthetic)
+            body["groups"] = grouped(fam, None if lab is None else lab.probs, fam.probs, group_of, synthetic)
         header = {"version": RESULT_VERSION, "kind": "ensemble", "name": "ensemble", "member": "ensemble",
                   "task": "ensemble", "split": split, "models": [r.model.name for r in evaluated],
                   "checkpoints": [str(r.model.path) for r in evaluated],
