@@ -139,6 +139,9 @@ def render_prediction(prediction: "Prediction", *, title: str, top_k: int, timel
         parts.append(Text.assemble(("not sure ", "bold yellow"),
                                    ("— maybe " + " or ".join(pretty(n) for n in prediction.maybe), "yellow")))
 
+    if prediction.personal:
+        parts.append(personal_line(prediction.personal))
+
     fam = Text("families  ", style="bold")
     for i, f in enumerate(prediction.families[:3]):
         fam.append(("" if i == 0 else " · ") + f"{f.name} {f.score:.2f}", style="green" if i == 0 else "")
@@ -166,6 +169,18 @@ def render_prediction(prediction: "Prediction", *, title: str, top_k: int, timel
                        " · ".join(f"{pretty(s.name)} {s.score:.2f}" for s in w.labels[:TIMELINE_TOP]))
         parts.append(tl)
     return Group(*parts)
+
+
+def personal_line(personal) -> "Text":
+    """'yours     kettle 0.91 ✓ · doorbell 0.08': the user's own labels, heard ones (score ≥ 0.5) marked."""
+    from rich.text import Text
+
+    line = Text("yours     ", style="bold")
+    for i, s in enumerate(personal[:5]):
+        heard = s.score >= 0.5
+        line.append(("" if i == 0 else " · ") + f"{s.name} {s.score:.2f}" + (" ✓" if heard else ""),
+                    style="bold magenta" if heard else "dim")
+    return line
 
 
 def _title(path: Path, prediction: "Prediction", silent: bool = False) -> str:
@@ -203,6 +218,10 @@ def run_classify(paths: Iterable[Path], json_out: bool = False, top_k: int = 5,
         from guesser.ensemble import Ensemble
 
         ensemble = Ensemble.load(models or None)  # once, before any file: bad --models stop everything
+        from guesser.personal.matcher import attach
+
+        for line in attach(ensemble).notices():  # the user's own labels, scored next to AudioSet's
+            err.write(f"note: {line}\n")
     failed = 0
     for path, problem in items:
         if problem is None:

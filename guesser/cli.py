@@ -318,11 +318,16 @@ def report(
 def export(
     index: Path = typer.Argument(Path("runs/index.json"), readable=False, help="Models index (or its folder) from 'guesser train multi'."),
     out: Path = typer.Option(Path("assets/models"), "--out", "-o", readable=False, help="Folder for the exported models and index."),
+    background: Optional[Path] = typer.Option(None, "--background", readable=False, help="Cache folder: also embed a background sample of its train clips (what 'guesser teach' fits against)."),
 ) -> None:
     """Copy each member's best model as fp16 safetensors with a new index (how assets/models is made)."""
     from trainer.export import export_models
 
-    export_models(index, out)
+    exported = export_models(index, out)
+    if background is not None:
+        from trainer.background_sample import build_background
+
+        typer.echo(f"background sample: {build_background(exported, background)}")
 
 
 # ---------------------------------------------------------------- inference
@@ -382,6 +387,28 @@ def listen(
     from guesser.listen import run_listen
 
     raise typer.Exit(run_listen(once=once, json_out=json_out, device=device, seconds=seconds, top_k=top_k, models=models))
+
+
+@app.command()
+@friendly
+def teach(
+    name: Optional[str] = typer.Argument(None, help="Name of your sound (e.g. kettle, 'my doorbell')."),
+    files: List[Path] = typer.Argument(None, readable=False, help="3–10 example recordings of it."),
+    record: int = typer.Option(0, "--record", "-r", help="Record N takes from the microphone instead (3–20)."),
+    seconds: float = typer.Option(3.0, "--seconds", "-s", help="Length of each recorded take."),
+    device: Optional[str] = typer.Option(None, "--device", "-d", help="Input device (index or name)."),
+    list_labels: bool = typer.Option(False, "--list", help="List your personal labels."),
+    forget: Optional[str] = typer.Option(None, "--forget", help="Delete the personal label NAME."),
+    reembed: Optional[str] = typer.Option(None, "--reembed", help="Embed NAME's stored clips again with the installed models."),
+    replace: bool = typer.Option(False, "--replace", help="Replace an existing personal label of that name."),
+    models: Optional[List[Path]] = typer.Option(None, "--models", "-m", readable=False, help="Models index or checkpoint(s)."),
+) -> None:
+    """Teach guesser a sound of your own from a few examples; classify, listen and play then show it."""
+    from guesser.personal.command import run_teach
+
+    raise typer.Exit(run_teach(name, files or [], record=record, seconds=seconds, device=device,
+                               list_labels=list_labels, forget=forget, reembed_name=reembed, replace=replace,
+                               models=models))
 
 
 def main() -> None:

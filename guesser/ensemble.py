@@ -86,6 +86,12 @@ class Prediction:
     embeddings: dict[str, torch.Tensor] = field(default_factory=dict)  # model name -> [D], when asked for
     confident: bool = True  # the label shown first cleared the val-calibrated rule (guesser.confidence)
     maybe: list[str] = field(default_factory=list)  # when not confident: two distinct guesses, best first
+    personal: list[Scored] = field(default_factory=list)  # the user's own labels (guesser.personal), best first
+
+    @property
+    def heard_personal(self) -> list[Scored]:
+        """Personal labels at or above their operating point (score 0.5): "this is your sound"."""
+        return [s for s in self.personal if s.score >= 0.5]
 
     def top(self, k: int) -> list[Scored]:
         return self.labels if k <= 0 else self.labels[:k]
@@ -96,6 +102,7 @@ class Prediction:
             out["file"] = file
         out["labels"] = [{"label": s.name, "score": round(s.score, 6)} for s in self.top(top_k)]
         out["families"] = [{"family": s.name, "score": round(s.score, 6)} for s in self.families]
+        out["personal"] = [{"label": s.name, "score": round(s.score, 6)} for s in self.personal]
         out["models"] = [m.to_json() for m in self.models]
         out["confident"] = self.confident
         if not self.confident:
@@ -217,6 +224,7 @@ class Ensemble:
         self.window_hop_seconds = window_hop_seconds
         self.batch_windows = max(1, int(batch_windows))
         self.confidence = confidence
+        self.personal = None  # the user's own labels, when guesser.personal.matcher.attach gave some
         for m in models:
             if m.task == TASK_LABELS and m.classes != self.label_names:
                 raise CheckpointError(f"{m.path}: its labels are not FSD50K's 200-label vocabulary")
@@ -262,6 +270,7 @@ class Ensemble:
 
         ``embeddings`` adds each model's embedding of the clip (the mean over its
         windows of what its head reads), taken in passing: no extra inference.
+        They are always taken when personal labels are attached (they are scored from them).
         The whole waveform is in memory here; :func:`guesser.stream.predict_source`
         scores a file of any length in bounded memory, block by block, and ends in
         the same :meth:`combine`.
@@ -271,6 +280,7 @@ class Ensemble:
             wav = to_mono(waveform)
             duration = wav.shape[-1] / sample_rate
             logmels = self._log_mels(wav, sample_rate)
+            embeddings = embeddings or bool(self.personal)
             scored = []
             for m in self.models:
                 wins = windows(logmels[m.features.key], m.features, self.window_hop_seconds)
@@ -282,10 +292,13 @@ class Ensemble:
         """The sliding windows' hop in frames (None: half a window, :func:`guesser.features.window_starts`' default)."""
         return int(round(self.window_hop_seconds * cfg.frames_per_second)) if self.window_hop_seconds else None
 
-    def window_probs(self, m: LoadedModel, logmel: torch.Tensor, starts: Sequence[int]) -> torch.Tensor:
-        """Model ``m``'s probabilities [W, K] for the windows of ``logmel`` at ``starts`` (the streaming path's step)."""
+    def window_probs(self, m: LoadedModel, logmel: torch.Tensor, starts: Sequence[int]) -> WindowProbs:
+        """Model ``m``'s answer for the windows of ``logmel`` at ``starts`` (the streaming path's step).
+
+        With personal labels attached, each window's embedding comes too.
+        """
         wins = Windows(logmel, m.features, tuple(starts))
-        return model_probs(m.module, batches([wins], self.batch_windows), m.task).probs
+        return model_probs(m.module, batches([wins], self.batch_windows), m.task, embeddings=bool(self.personal))
 
     def combine(self, scored: list[tuple[LoadedModel, WindowProbs, Windows]], duration: float, *,
                 timeline: bool = False, t0: float | None = None) -> Prediction:
@@ -324,8 +337,9 @@ class Ensemble:
         ranked = _rank(self.label_names, labels)
         confident = self.confidence is None or self.confidence.confident(ranked[0].score)
         maybe = [] if confident else distinct_guesses([s.name for s in ranked], self.space.related)
+        personal = [Scored(n, v) for n, v in self.personal.score(embedded)] if self.personal and embedded else []
         return Prediction(ranked, _rank(self.family_names, fused.families), outputs, agreement, duration,
-                          timeline_windows, time.perf_counter() - t0, embedded, confident, maybe)
+                          timeline_windows, time.perf_counter() - t0, embedded, confident, maybe, personal)
 
     def _log_mels(self, wav: torch.Tensor, sample_rate: int) -> dict[str, torch.Tensor]:
         """One log-mel per distinct front-end among the models (one resampling per distinct rate)."""

@@ -53,6 +53,9 @@ def print_prediction(console, prediction: Any, top_k: int, title: str) -> None:
     for i, s in enumerate(prediction.top(top_k), start=1):
         table.add_row(str(i), pretty(s.name), f"{s.score:.2f}", _bar(s.score))
     console.print(table)
+    if prediction.personal:
+        console.print("yours:    " + " · ".join(f"{s.name} {s.score:.2f}" + (" ✓" if s.score >= 0.5 else "")
+                                            for s in prediction.personal[:5]))
     console.print("families: " + " · ".join(f"{f.name} {f.score:.2f}" for f in prediction.families[:3]))
     console.print("models:   " + " · ".join(f"{m.name} → {pretty(m.ranking[0].name)} {m.ranking[0].score:.2f}"
                                             for m in prediction.models))
@@ -83,6 +86,10 @@ def run_listen(once: bool = False, json_out: bool = False, device: str | None = 
             from guesser.ensemble import Ensemble
 
             ensemble = Ensemble.load(models)
+            from guesser.personal.matcher import attach
+
+            for line in attach(ensemble).notices():
+                note.print(f"note: {line}", markup=False)
         sr = rec.samplerate
 
         def emit(samples: np.ndarray, start: float, end: float, *, must_hear: bool) -> None:
@@ -103,6 +110,9 @@ def run_listen(once: bool = False, json_out: bool = False, device: str | None = 
                 print_prediction(console, pred, top_k, f"{rec.device_name}: {end - start:.1f} s")
             else:
                 top = " · ".join(f"{pretty(s.name)} {s.score:.2f}" for s in pred.top(top_k or 5))
+                if pred.heard_personal:  # the user's own sound, when heard, comes first
+                    top = " · ".join(f"[b magenta]{s.name} {s.score:.2f} ✓[/b magenta]"
+                                     for s in pred.heard_personal) + " · " + top
                 console.print(f"{start:6.1f}–{end:.1f} s  {top}  [dim]({pred.families[0].name})[/dim]")
 
         if once:

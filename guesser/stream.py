@@ -157,6 +157,7 @@ class WindowScorer:
         self.next_start = 0
         self.starts: list[int] = []
         self.probs: list[torch.Tensor] = []
+        self.embeddings: list[torch.Tensor] = []  # per window, when the ensemble scores personal labels
         self.pending: list[int] = []
         self.batch = max(1, min(ensemble.batch_windows, STREAM_BATCH_WINDOWS))
 
@@ -171,7 +172,7 @@ class WindowScorer:
         if len(self.pending) >= self.batch:
             self._run()
 
-    def finish(self) -> tuple[torch.Tensor, list[int]]:
+    def finish(self) -> tuple[torch.Tensor, list[int], torch.Tensor | None]:
         last = self.total - self.clip
         if last > 0 and (self.pending or self.starts)[-1] != last:
             self.pending.append(last)  # the last window flush with the end, as window_starts adds it
@@ -179,12 +180,15 @@ class WindowScorer:
         expected = window_starts(self.total, self.clip, self.hop)
         if self.starts != expected:  # pragma: no cover - would be a bug in this class
             raise AssertionError(f"streamed windows {self.starts[:3]}… differ from {expected[:3]}…")
-        return torch.cat(self.probs), self.starts
+        return torch.cat(self.probs), self.starts, torch.cat(self.embeddings) if self.embeddings else None
 
     def _run(self) -> None:
         for i in range(0, len(self.pending), self.batch):
             chunk = self.pending[i : i + self.batch]
-            self.probs.append(self.ensemble.window_probs(self.model, self.buf, [s - self.base for s in chunk]))
+            out = self.ensemble.window_probs(self.model, self.buf, [s - self.base for s in chunk])
+            self.probs.append(out.probs)
+            if out.embeddings is not None:
+                self.embeddings.append(out.embeddings)
             self.starts += chunk
         self.pending = []
         keep_from = min(self.next_start, max(0, self.total - self.clip))  # the flush window may reach back
@@ -254,8 +258,8 @@ def _stream(ensemble: "Ensemble", source: AudioSource, head: list[np.ndarray], r
         feed({rate: r.finish() for rate, r in resamplers.items()}, finish=True)
         scored = []
         for m, (_, scorer) in zip(ensemble.models, scorers):
-            probs, starts = scorer.finish()
-            scored.append((m, WindowProbs(probs, np.zeros(len(starts), np.int64)),
+            probs, starts, embedded = scorer.finish()
+            scored.append((m, WindowProbs(probs, np.zeros(len(starts), np.int64), embedded),
                            Windows(torch.zeros(m.features.n_mels, 0), m.features, tuple(starts))))
     return ensemble.combine(scored, samples / sr, timeline=timeline, t0=t0)
 

@@ -118,3 +118,16 @@ def one_torch_thread():
 
     with one_thread():
         yield
+
+
+@pytest.fixture(autouse=True)
+def private_user_data(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own user data folder (personal labels, high scores, recordings, logs).
+
+    A developer's own personal labels would otherwise be scored in every
+    classify test; tests that need a particular folder set GUESSER_DATA_DIR
+    themselves, which wins (monkeypatch applies in order).
+    """
+    folder = tmp_path_factory.mktemp("userdata")
+    monkeypatch.setenv("GUESSER_DATA_DIR", str(folder))
+    return folder

@@ -1,0 +1,70 @@
+"""Scoring personal labels wherever a guess is shown (classify, listen, the app, the game).
+
+:func:`attach` reads the store once and hands the ensemble a
+:class:`PersonalSet` of the labels made with exactly the models it runs; the
+ensemble then asks for embeddings (they come with the forward pass, no extra
+inference) and every :class:`~guesser.ensemble.Prediction` carries
+``personal``: each label's score, 0.5 being its operating point. Labels made
+with other models are not scored (their numbers would mean nothing) and are
+named once, with the command that embeds them again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from guesser.personal.probe import descriptor, pooled
+from guesser.personal.store import PersonalLabel, Store, stamps_of
+
+HEARD = 0.5  # a personal label's score at its operating point
+
+
+@dataclass
+class PersonalSet:
+    """The personal labels usable with one ensemble, scored together from one clip's embeddings."""
+
+    labels: list[PersonalLabel]
+    models: list[str]  # the ensemble's model names, in order (the descriptor's layout)
+    stale: list[PersonalLabel] = field(default_factory=list)  # made with other models
+    problems: list[str] = field(default_factory=list)  # label folders that could not be read
+
+    def __bool__(self) -> bool:
+        return bool(self.labels)
+
+    @property
+    def names(self) -> list[str]:
+        return [lab.name for lab in self.labels]
+
+    def score(self, embeddings: Mapping[str, Any]) -> list[tuple[str, float]]:
+        """(name, score) for every label, best first, from one clip's embeddings (model name -> [D])."""
+        if not self.labels:
+            return []
+        x = descriptor({k: pooled(np.asarray(v, np.float32)) for k, v in embeddings.items()}, self.models)
+        scored = [(lab.name, float(lab.probe.score(x)[0])) for lab in self.labels]
+        return sorted(scored, key=lambda t: -t[1])
+
+    def notices(self) -> list[str]:
+        """One line per label that is not scored, saying why and what to do."""
+        lines = [f"personal label {lab.name!r} was made with other models than these; "
+                 f"embed its stored clips again with: guesser teach --reembed {lab.name!r}"
+                 for lab in self.stale]
+        return lines + [f"personal label skipped: {p}" for p in self.problems]
+
+
+def personal_set(models: list[Any], store: Store | None = None) -> PersonalSet:
+    """Split the store's labels into those made with ``models`` (scored) and the rest (stale)."""
+    labels, problems = (store or Store()).read_all()
+    current = set(stamps_of(models))
+    usable = [lab for lab in labels if set(lab.models) == current]
+    stale = [lab for lab in labels if set(lab.models) != current]
+    return PersonalSet(usable, [m.name for m in models], stale, problems)
+
+
+def attach(ensemble: Any, store: Store | None = None) -> PersonalSet:
+    """Give ``ensemble`` the personal labels it can score; returns them (with what is stale, for a notice)."""
+    found = personal_set(ensemble.models, store)
+    ensemble.personal = found if found else None
+    return found

@@ -1,0 +1,117 @@
+"""Making a personal label: examples -> embeddings -> a checked classifier -> the store.
+
+The examples are decoded, refused when unusable (silent, empty, not audio:
+each one line), embedded by the ensemble's one scoring path
+(:meth:`guesser.ensemble.Ensemble.predict` with ``embeddings=True``) and
+fitted against the background sample of the same models (:mod:`.probe`). The
+label is written only once everything worked, so a failure never leaves half
+a label behind (:class:`.store.Store`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from guesser.errors import AudioError, GuesserError
+from guesser.fileio import shown
+from guesser.personal.background import BackgroundSample, find_background
+from guesser.personal.probe import MIN_EXAMPLES, descriptor, fit_probe, leave_one_out, pooled
+from guesser.personal.store import PersonalLabel, Store, check_name, stamps_of
+
+MAX_EXAMPLES = 20
+MAX_EXAMPLE_SECONDS = 30.0  # an example is one sound: longer files are cut (the first 30 s)
+
+
+@dataclass
+class Example:
+    samples: np.ndarray  # mono float32
+    sample_rate: int
+    source: str  # a file name, or "microphone take 3"
+
+
+def load_examples(files: Sequence[Path]) -> tuple[list[Example], list[str]]:
+    """(usable examples, one line per file that is not): silent, empty or undecodable files are refused."""
+    from guesser.audio import load_audio
+
+    usable, problems = [], []
+    for f in files:
+        try:
+            audio = load_audio(f, allow_silent=False, max_seconds=MAX_EXAMPLE_SECONDS)
+        except AudioError as e:
+            problems.append(str(e))
+            continue
+        usable.append(Example(np.asarray(audio.mono, np.float32), int(audio.sample_rate), shown(f)))
+    return usable, problems
+
+
+def check_count(usable: int, problems: Sequence[str]) -> None:
+    if usable < MIN_EXAMPLES:
+        why = f" ({'; '.join(problems)})" if problems else ""
+        raise GuesserError(f"need at least {MIN_EXAMPLES} usable examples to learn a sound, got {usable}{why}")
+    if usable > MAX_EXAMPLES:
+        raise GuesserError(f"at most {MAX_EXAMPLES} examples, got {usable}: a handful of clear takes works best")
+
+
+def embed(ensemble: Any, examples: Sequence[Example]) -> dict[str, np.ndarray]:
+    """Each model's pooled embeddings of the examples: model name -> [k, D]."""
+    rows: dict[str, list[np.ndarray]] = {m.name: [] for m in ensemble.models}
+    for ex in examples:
+        pred = ensemble.predict(ex.samples, ex.sample_rate, embeddings=True)
+        for name in rows:
+            rows[name].append(pooled(pred.embeddings[name].numpy())[0])
+    return {k: np.stack(v) for k, v in rows.items()}
+
+
+def fit_label(name: str, ensemble: Any, pooled_examples: dict[str, np.ndarray], sources: Sequence[str],
+              background: BackgroundSample | None = None) -> PersonalLabel:
+    """The classifier for ``name`` from pooled embeddings, with its leave-one-out estimate."""
+    background = background or find_background(ensemble.models)
+    names = [m.name for m in ensemble.models]
+    pos = descriptor(pooled_examples, names)
+    neg = descriptor(background.embeddings, names)
+    probe = fit_probe(pos, neg)
+    estimate = leave_one_out(pos, neg)
+    return PersonalLabel(name, stamps_of(ensemble.models), pooled_examples, probe, estimate, tuple(sources),
+                         {m.name: m.features.to_dict() for m in ensemble.models})
+
+
+def teach(name: str, examples: Sequence[Example], ensemble: Any, store: Store | None = None, *,
+          problems: Sequence[str] = (), replace: bool = False,
+          progress: Callable[[str], None] | None = None) -> PersonalLabel:
+    """Learn ``name`` from ``examples`` and store it (its clips too); every check comes before any write."""
+    store = store or Store()
+    name = check_name(name)
+    if store.exists(name) and not replace:
+        raise GuesserError(f"a personal label {name!r} exists already: "
+                           f"'guesser teach --forget {name}' first, or choose another name")
+    check_count(len(examples), problems)
+    background = find_background(ensemble.models)  # before the work: these models must have one
+    say = progress or (lambda _text: None)
+    say(f"embedding {len(examples)} examples with {len(ensemble.models)} models")
+    pooled_examples = embed(ensemble, examples)
+    say("fitting against {:,} background sounds".format(len(background)))
+    label = fit_label(name, ensemble, pooled_examples, [e.source for e in examples], background)
+    store.write(label, [(e.samples, e.sample_rate) for e in examples], replace=replace)
+    return label
+
+
+def reembed(name: str, ensemble: Any, store: Store | None = None) -> PersonalLabel:
+    """Embed a label's stored clips again with the models now installed, and refit it in place."""
+    store = store or Store()
+    old = store.get(name)
+    clips = old.clip_paths()
+    examples, problems = load_examples(clips)
+    if len(examples) != old.examples or not examples:
+        raise GuesserError(f"{name!r}: its stored clips are missing or damaged ({len(examples)} of {old.examples} "
+                           "readable); teach it again from new takes")
+    for ex, src in zip(examples, old.sources):
+        ex.source = src
+    pooled_examples = embed(ensemble, examples)
+    label = fit_label(old.name, ensemble, pooled_examples, old.sources)
+    label.created = old.created
+    store.write(label, None, replace=True)
+    return label

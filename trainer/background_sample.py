@@ -1,0 +1,58 @@
+"""The background sample that personal labels are fitted against (``guesser export --background CACHE``).
+
+A few thousand clips of the cache's train split, drawn at random (seeded),
+embedded by the very models of a models index (what the app will run: the
+exported fp16 files), each model's embedding pooled to its compact form
+(:func:`guesser.personal.probe.pooled`) and stored as float16 beside the
+index with each clip's labels (:class:`guesser.personal.background.BackgroundSample`).
+Only the train split is used: val chooses models and eval scores them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from guesser.ensemble import Ensemble
+from guesser.errors import DataError
+from guesser.personal.background import BACKGROUND_NAME, BackgroundSample
+from guesser.personal.probe import pooled
+from guesser.personal.store import stamps_of
+from guesser.scoring import batches, model_probs
+from trainer.cache import CachedSplit, find_cache
+from trainer.inference import split_windows
+
+BACKGROUND_CLIPS = 2500  # 2,500 × (3 models × 256 values × 2 bytes + 200 label bytes) ≈ 4.3 MB
+
+
+def _only(split: CachedSplit, cfg, rows: np.ndarray):
+    from guesser.scoring import windows
+
+    return (windows(torch.from_numpy(split.clip(int(i))), cfg) for i in rows)
+
+
+def build_background(models: Path, cache: Path, *, clips: int = BACKGROUND_CLIPS, seed: int = 0,
+                     out: Path | None = None) -> Path:
+    """Embed ``clips`` train clips with the models of index ``models``; write the sample beside the index."""
+    ensemble = Ensemble.load([models])  # as the app loads them: embeddings to the same rounding
+    splits = {}
+    for m in ensemble.models:
+        splits[m.name] = find_cache(cache, m.features).split("train")
+    first = next(iter(splits.values()))
+    for name, s in splits.items():
+        if not np.array_equal(s.fnames, first.fnames):
+            raise DataError(f"{cache}: the caches of the models' front-ends hold different train clips; "
+                            "rebuild them from one data set")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(first), size=min(clips, len(first)), replace=False))
+    embeddings = {}
+    with torch.inference_mode():
+        for m in ensemble.models:
+            out_ = model_probs(m.module, batches(_only(splits[m.name], m.features, rows), 64), m.task, embeddings=True)
+            embeddings[m.name] = pooled(out_.clip_embeddings(len(rows)).numpy())
+    sample = BackgroundSample(stamps_of(ensemble.models), embeddings, np.asarray(first.fnames[rows]).astype(str),
+                              np.asarray(first.targets[rows], np.uint8), tuple(first.vocabulary))
+    path = out or (Path(models).parent if Path(models).suffix == ".json" else Path(models)) / BACKGROUND_NAME
+    return sample.write(path)
