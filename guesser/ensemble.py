@@ -87,6 +87,7 @@ class Prediction:
     confident: bool = True  # the label shown first cleared the val-calibrated rule (guesser.confidence)
     maybe: list[str] = field(default_factory=list)  # when not confident: two distinct guesses, best first
     personal: list[Scored] = field(default_factory=list)  # the user's own labels (guesser.personal), best first
+    clip_probs: dict[str, torch.Tensor] = field(default_factory=dict)  # model name -> [K], with the embeddings
 
     @property
     def heard_personal(self) -> list[Scored]:
@@ -313,6 +314,7 @@ class Ensemble:
         family_sources: list[torch.Tensor] = []
         outputs: list[ModelOutput] = []
         embedded: dict[str, torch.Tensor] = {}
+        model_clip_probs: dict[str, torch.Tensor] = {}
         for m, out, wins in scored:
             if not bool(torch.isfinite(out.probs).all()):
                 raise CheckpointError(f"{m.path}: model {m.name} gives NaN or infinite scores "
@@ -325,6 +327,7 @@ class Ensemble:
             outputs.append(ModelOutput(m.name, m.member, m.task, _rank(m.classes, p)))
             if out.embeddings is not None:
                 embedded[m.name] = out.clip_embeddings(1)[0]
+                model_clip_probs[m.name] = p
         weights = [m.family_weight for m, _, _ in scored]
         fused = fuse(label_probs, family_sources, weights,
                      [m.family_weight for m, _, _ in scored if m.task == TASK_LABELS])
@@ -337,9 +340,11 @@ class Ensemble:
         ranked = _rank(self.label_names, labels)
         confident = self.confidence is None or self.confidence.confident(ranked[0].score)
         maybe = [] if confident else distinct_guesses([s.name for s in ranked], self.space.related)
-        personal = [Scored(n, v) for n, v in self.personal.score(embedded)] if self.personal and embedded else []
+        personal = ([Scored(n, v) for n, v in self.personal.score(embedded, model_clip_probs)]
+                    if self.personal and embedded else [])
         return Prediction(ranked, _rank(self.family_names, fused.families), outputs, agreement, duration,
-                          timeline_windows, time.perf_counter() - t0, embedded, confident, maybe, personal)
+                          timeline_windows, time.perf_counter() - t0, embedded, confident, maybe, personal,
+                          model_clip_probs)
 
     def _log_mels(self, wav: torch.Tensor, sample_rate: int) -> dict[str, torch.Tensor]:
         """One log-mel per distinct front-end among the models (one resampling per distinct rate)."""

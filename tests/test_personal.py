@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from guesser.cli import app
 from guesser.errors import GuesserError
-from guesser.personal.probe import Estimate, LinearProbe, descriptor, fit_probe, leave_one_out, pooled
+from guesser.personal.probe import Estimate, LinearProbe, View, descriptor, fit_probe, pool
 from guesser.personal.store import ModelStamp, PersonalLabel, Store, check_name, slug
 
 REPO = Path(__file__).resolve().parents[1]
@@ -105,14 +105,14 @@ def test_probe_separates_two_clusters_and_says_no_by_default():
     centre = rng.standard_normal(d)
     pos = centre + 0.3 * rng.standard_normal((5, d))
     background = rng.standard_normal((600, d))
-    probe = fit_probe(pos, background, target_false_alarms=0.01)
+    fitted = fit_probe(pos, background, target_false_alarms=0.01)
+    probe, est = fitted.probe, fitted.estimate
     new_pos = centre + 0.3 * rng.standard_normal((50, d))
-    new_neg = rng.standard_normal((2000, d))
+    new_neg = rng.standard_normal((4000, d))
     assert (probe.score(new_pos) >= 0.5).mean() >= 0.9
     false_alarms = (probe.score(new_neg) >= 0.5).mean()
-    assert false_alarms <= 0.03  # calibrated on held-out background at 1 %
-    est = leave_one_out(pos, background, target_false_alarms=0.01)
-    assert est.examples == 5 and est.recognised >= 4 and est.false_alarms <= 0.03
+    assert 0.002 <= false_alarms <= 0.03  # calibrated on unseen background at 1 %: near it, not zero by luck
+    assert est.examples == 5 and est.recognised >= 4 and 0.0 < est.false_alarms <= 0.03
 
 
 def test_score_is_one_half_exactly_at_the_threshold():
@@ -121,21 +121,20 @@ def test_score_is_one_half_exactly_at_the_threshold():
     np.testing.assert_allclose(probe.score(x), [0.5, 1 / (1 + np.exp(-2.0)), 1 / (1 + np.exp(2.0))], rtol=1e-6)
 
 
-def test_pooled_takes_mean_and_max_per_channel():
-    e = np.arange(2 * 3 * 16, dtype=np.float32).reshape(2, 48)
-    p = pooled(e)
-    cells = e.reshape(2, 3, 16)
-    np.testing.assert_array_equal(p, np.concatenate([cells.mean(-1), cells.max(-1)], 1))
-    assert pooled(np.ones(7)).shape == (1, 7)  # not a 4×4 map: used as it is
+def test_pool_takes_the_mean_of_each_channel_over_the_map():
+    e = np.arange(2 * 3 * 16, dtype=np.float32).reshape(2, 48)  # channel-major [C=3, 4, 4] flattened
+    np.testing.assert_array_equal(pool(e), e.reshape(2, 3, 16).mean(-1))
+    assert pool(np.ones(7)).shape == (1, 7)  # not a 4×4 map: used as it is
 
 
-def test_descriptor_is_unit_length_per_model():
+def test_descriptor_is_unit_length_per_part():
     rng = np.random.default_rng(1)
-    a, b = rng.random((4, 6)), rng.random((4, 10)) * 100
-    x = descriptor({"a": a, "b": b}, ["a", "b"])
+    views = {"a": View(rng.random((4, 6)), rng.random((4, 3))), "b": View(rng.random((4, 5)) * 100, rng.random((4, 2)))}
+    x = descriptor(views, ["a", "b"])
     assert x.shape == (4, 16)
-    np.testing.assert_allclose(np.linalg.norm(x[:, :6], axis=1), 1 / np.sqrt(2), rtol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(x[:, 6:], axis=1), 1 / np.sqrt(2), rtol=1e-5)
+    for lo, hi in ((0, 6), (6, 9), (9, 14), (14, 16)):
+        np.testing.assert_allclose(np.linalg.norm(x[:, lo:hi], axis=1), 0.5, rtol=1e-5)
+    np.testing.assert_allclose(x[:, :6] * 2, np.sqrt(views["a"].pooled) / np.linalg.norm(np.sqrt(views["a"].pooled), axis=1, keepdims=True), rtol=1e-5)
 
 
 # ---------------------------------------------------------------- names
@@ -163,7 +162,8 @@ def test_names_are_trimmed_and_slugged():
 
 def _label(name="kettle", k=3, d=8) -> PersonalLabel:
     rng = np.random.default_rng(0)
-    return PersonalLabel(name, (ModelStamp("m1", "ab" * 32),), {"m1": rng.random((k, d)).astype(np.float32)},
+    return PersonalLabel(name, (ModelStamp("m1", "ab" * 32),),
+                         {"m1": View(rng.random((k, d)).astype(np.float32), rng.random((k, 5)).astype(np.float32))},
                          LinearProbe(rng.random(d).astype(np.float32), -0.25, 1.5), Estimate(2, 3, 0.004, 2500),
                          tuple(f"take{i}.wav" for i in range(k)), {"m1": {"sample_rate": 22050}})
 
@@ -177,7 +177,8 @@ def test_store_writes_one_folder_and_reads_it_back_after_a_restart(tmp_path):
     assert [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left
     back = Store(tmp_path).get("Kettle")  # a new Store: nothing cached in memory
     assert back.name == "kettle" and back.models == label.models and back.sources == label.sources
-    np.testing.assert_array_equal(back.embeddings["m1"], label.embeddings["m1"])
+    np.testing.assert_array_equal(back.views["m1"].pooled, label.views["m1"].pooled)
+    np.testing.assert_array_equal(back.views["m1"].probs, label.views["m1"].probs)
     np.testing.assert_array_equal(back.probe.coef, label.probe.coef)
     assert (back.probe.intercept, back.probe.threshold) == (-0.25, 1.5)
     assert back.estimate == label.estimate and back.created == label.created
@@ -287,7 +288,7 @@ def test_a_label_made_with_other_models_is_not_scored_and_is_named(shipped, beep
 
     store, label = beep_label
     other = Store(tmp_path / "personal")
-    stale = PersonalLabel("old sound", (ModelStamp("cnn4_real", "0" * 64),), label.embeddings, label.probe,
+    stale = PersonalLabel("old sound", (ModelStamp("cnn4_real", "0" * 64),), label.views, label.probe,
                           label.estimate, label.sources)
     other.write(stale, [])
     found = attach(shipped, other)
@@ -343,7 +344,7 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path):
     broken = tmp_path / "broken.wav"
     broken.write_bytes(b"RIFF....WAVEfmt garbage")
     cases = {
-        "too few": (["kettle", *good, silent, str(broken)], "need at least 3 usable examples, got 2"),
+        "too few": (["kettle", *good, silent, str(broken)], "need at least 3 usable examples to learn a sound, got 2"),
         "clash": (["Dog", *good, good[0]], "AudioSet label"),
         "nothing": (["kettle"], "give 'kettle' some examples"),
         "both": (["kettle", good[0], "--record", "3"], "not both"),

@@ -2,8 +2,8 @@
 
 A few thousand clips of the cache's train split, drawn at random (seeded),
 embedded by the very models of a models index (what the app will run: the
-exported fp16 files), each model's embedding pooled to its compact form
-(:func:`guesser.personal.probe.pooled`) and stored as float16 beside the
+exported fp16 files), each model's view of them (:class:`guesser.personal.probe.View`:
+pooled embedding and probabilities) stored as float16 beside the
 index with each clip's labels (:class:`guesser.personal.background.BackgroundSample`).
 Only the train split is used: val chooses models and eval scores them.
 """
@@ -18,13 +18,13 @@ import torch
 from guesser.ensemble import Ensemble
 from guesser.errors import DataError
 from guesser.personal.background import BACKGROUND_NAME, BackgroundSample
-from guesser.personal.probe import pooled
+from guesser.personal.probe import View
 from guesser.personal.store import stamps_of
 from guesser.scoring import batches, model_probs
 from trainer.cache import CachedSplit, find_cache
 from trainer.inference import split_windows
 
-BACKGROUND_CLIPS = 2500  # 2,500 × (3 models × 256 values × 2 bytes + 200 label bytes) ≈ 4.3 MB
+BACKGROUND_CLIPS = 2500  # 2,500 × ((3 × 128 pooled + 2 × 200 + 6 probabilities) × 2 bytes + 200 label bytes) ≈ 4.5 MB
 
 
 def _only(split: CachedSplit, cfg, rows: np.ndarray):
@@ -51,7 +51,7 @@ def build_background(models: Path, cache: Path, *, clips: int = BACKGROUND_CLIPS
     with torch.inference_mode():
         for m in ensemble.models:
             out_ = model_probs(m.module, batches(_only(splits[m.name], m.features, rows), 64), m.task, embeddings=True)
-            embeddings[m.name] = pooled(out_.clip_embeddings(len(rows)).numpy())
+            embeddings[m.name] = View.of(out_.clip_embeddings(len(rows)).numpy(), out_.clip_probs(len(rows)).numpy())
     sample = BackgroundSample(stamps_of(ensemble.models), embeddings, np.asarray(first.fnames[rows]).astype(str),
                               np.asarray(first.targets[rows], np.uint8), tuple(first.vocabulary))
     path = out or (Path(models).parent if Path(models).suffix == ".json" else Path(models)) / BACKGROUND_NAME

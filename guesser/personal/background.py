@@ -1,6 +1,7 @@
 """The background sample: pooled embeddings of a few thousand corpus clips, shipped beside the models.
 
-A personal label's classifier learns "not this sound" from these (:mod:`.probe`).
+A personal label's classifier learns "not this sound" from these (:mod:`.probe`):
+each model's :class:`~.probe.View` of each clip (pooled embedding and probabilities).
 They must come from the very models the app runs, so the file names each
 model with the SHA-256 of its checkpoint, and a sample is used only with the
 models it was made with. ``guesser export --background CACHE`` writes it
@@ -17,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from guesser.errors import GuesserError
+from guesser.personal.probe import View
 from guesser.personal.store import ModelStamp, stamps_of
 
 KIND = "background-sample"
@@ -30,7 +32,7 @@ class NoBackgroundError(GuesserError):
 @dataclass
 class BackgroundSample:
     models: tuple[ModelStamp, ...]
-    embeddings: dict[str, np.ndarray]  # model name -> [N, D] pooled embeddings (float32 here, fp16 on disk)
+    views: dict[str, View]  # model name -> its view of the clips (float32 here, fp16 on disk)
     fnames: np.ndarray  # [N] corpus clip ids (str)
     targets: np.ndarray  # [N, L] uint8 multi-hot over ``vocabulary``
     vocabulary: tuple[str, ...]
@@ -46,7 +48,10 @@ class BackgroundSample:
     def tensors(self) -> dict:
         import torch
 
-        out = {f"embedding.{k}": torch.from_numpy(np.asarray(v, np.float16)) for k, v in self.embeddings.items()}
+        out = {}
+        for k, v in self.views.items():
+            out[f"pooled.{k}"] = torch.from_numpy(np.asarray(v.pooled, np.float16))
+            out[f"probs.{k}"] = torch.from_numpy(np.asarray(v.probs, np.float16))
         out["targets"] = torch.from_numpy(np.asarray(self.targets, np.uint8))
         return out
 
@@ -66,21 +71,23 @@ class BackgroundSample:
             if meta.get("kind") != KIND:
                 raise ValueError(f"a {meta.get('kind', 'unknown')} file")
             models = tuple(ModelStamp(str(m["name"]), str(m["sha256"])) for m in meta["models"])
-            emb = {s.name: tensors[f"embedding.{s.name}"].float().numpy() for s in models}
+            views = {s.name: View(tensors[f"pooled.{s.name}"].float().numpy(), tensors[f"probs.{s.name}"].float().numpy())
+                     for s in models}
             fnames = np.asarray([str(f) for f in meta["fnames"]])
             targets = tensors["targets"].numpy()
             vocab = tuple(str(v) for v in meta["vocabulary"])
         except (KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: not a readable background sample ({e})") from None
-        if any(len(e) != len(fnames) for e in emb.values()) or targets.shape != (len(fnames), len(vocab)):
+        if (any(len(v.pooled) != len(fnames) or len(v) != len(fnames) for v in views.values())
+                or targets.shape != (len(fnames), len(vocab))):
             raise CheckpointError(f"{path}: not a readable background sample (inconsistent shapes)")
-        return cls(models, emb, fnames, targets, vocab, Path(path))
+        return cls(models, views, fnames, targets, vocab, Path(path))
 
     def without(self, labels: Sequence[str]) -> "BackgroundSample":
         """The sample minus every clip carrying one of ``labels`` (the benchmark's harder protocol)."""
         cols = [self.vocabulary.index(n) for n in labels if n in self.vocabulary]
         keep = ~self.targets[:, cols].any(axis=1) if cols else np.ones(len(self), bool)
-        return BackgroundSample(self.models, {k: v[keep] for k, v in self.embeddings.items()}, self.fnames[keep],
+        return BackgroundSample(self.models, {k: v.rows(keep) for k, v in self.views.items()}, self.fnames[keep],
                                 self.targets[keep], self.vocabulary, self.path)
 
 

@@ -53,6 +53,9 @@ def run_teach(name: str | None, files: Sequence[Path] = (), *, record: int = 0, 
                            f"'guesser teach --forget {name}' first, or --replace it")
     if record and files:
         raise GuesserError("give example files or --record N, not both")
+    from guesser.personal.background import find_background
+
+    find_background(ensemble.models)  # these models must have one: said before any take is recorded
     if record:
         if not 3 <= record <= 20:
             raise GuesserError(f"--record takes 3 to 20 takes, got {record}")
@@ -63,7 +66,7 @@ def run_teach(name: str | None, files: Sequence[Path] = (), *, record: int = 0, 
             err.write(f"skipped: {p}\n")
     else:
         raise GuesserError(f"give {name!r} some examples: 3–10 files, or --record 5")
-    check_count(len(examples), problems)
+    check_count(len(examples), [] if files else problems)  # skipped files were named above, one line each
     label = teach(name, examples, ensemble, store, problems=problems, replace=replace,
                   progress=lambda text: err.write(text + "…\n"))
     out.write(f"learned {label.name!r} from {label.examples} examples ({store.folder(label.name)})\n")

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from guesser.personal.probe import descriptor, pooled
+from guesser.personal.probe import View, descriptor
 from guesser.personal.store import PersonalLabel, Store, stamps_of
 
 HEARD = 0.5  # a personal label's score at its operating point
@@ -38,11 +38,13 @@ class PersonalSet:
     def names(self) -> list[str]:
         return [lab.name for lab in self.labels]
 
-    def score(self, embeddings: Mapping[str, Any]) -> list[tuple[str, float]]:
-        """(name, score) for every label, best first, from one clip's embeddings (model name -> [D])."""
+    def score(self, embeddings: Mapping[str, Any], probs: Mapping[str, Any]) -> list[tuple[str, float]]:
+        """(name, score) for every label, best first, from one clip's embeddings and probabilities (per model)."""
         if not self.labels:
             return []
-        x = descriptor({k: pooled(np.asarray(v, np.float32)) for k, v in embeddings.items()}, self.models)
+        views = {k: View.of(np.asarray(embeddings[k], np.float32), np.asarray(probs[k], np.float32))
+                 for k in self.models}
+        x = descriptor(views, self.models)
         scored = [(lab.name, float(lab.probe.score(x)[0])) for lab in self.labels]
         return sorted(scored, key=lambda t: -t[1])
 

@@ -1,23 +1,27 @@
-"""The classifier behind a personal label: a logistic regression on the models' embeddings.
+"""The classifier behind a personal label: a logistic regression on what the models hear.
 
 Why this shape: with 3–10 examples, anything with more parameters than a
-linear model over good embeddings overfits; the shipped models already map a
-clip to vectors in which sounds of one kind lie close together. The examples
-are fitted against a fixed *background sample* (embeddings of a few thousand
-corpus clips, shipped beside the models), so "not this sound" is what the
-classifier learns for everything else.
+linear model over good features overfits, and the shipped models already map
+a clip to vectors in which sounds of one kind lie together. The examples are
+fitted against a fixed *background sample* (a few thousand corpus clips,
+shipped beside the models), so "not this sound" is what the classifier learns
+for everything else.
 
-Why it says "no" by default: its operating threshold is set on background
-clips it did *not* see while fitting (k-fold cross-fitting), at a small
-false-alarm rate, so a sound unlike the examples stays below it. Scores are
+What it reads of a clip, per model (:class:`View`): its embedding (the vector
+its head reads) pooled over the 4×4 map to one mean per channel, and its
+class probabilities; each square-rooted (post-ReLU averages and probabilities
+have long tails) and scaled to unit length, the models side by side. On
+fsd50k-mini the probabilities carry most of it for sounds the models were
+trained on and the embedding the acoustic detail for sounds they were not
+(``benchmarks/fewshot.py``, docs/benchmarks.md).
+
+Why it says "no" by default: its threshold is set where only
+:data:`TARGET_FALSE_ALARMS` of background clips that a fit did *not* see score
+above it. Folds of the background are held out in turn; how much higher the
+held-out clips score than the fit's own background clips at that quantile
+(the fit's optimism) is added to the final fit's own quantile. Scores are
 shifted so that the threshold sits at 0.5: a score ≥ 0.5 means "this is your
-sound" and reads the same for every personal label.
-
-The descriptor of a clip: each model's embedding (the vector its head reads,
-:func:`guesser.scoring.model_probs`) pooled over the 4×4 map to one value per
-channel (mean and max), square-rooted (the values are post-ReLU averages with
-a long tail) and scaled to unit length per model, then the models side by
-side. Measured on fsd50k-mini by ``benchmarks/fewshot.py`` (docs/benchmarks.md).
+sound" and reads the same for every label.
 """
 
 from __future__ import annotations
@@ -29,30 +33,51 @@ from typing import Mapping, Sequence
 import numpy as np
 
 POOL_CELLS = 16  # the 4×4 map every shipped architecture flattens into its head
-TARGET_FALSE_ALARMS = 0.005  # share of held-out background clips allowed above the threshold
+TARGET_FALSE_ALARMS = 0.005  # share of unseen background clips allowed above the threshold
 C_REGULARISATION = 1.0
-FOLDS = 5
+FOLDS = 3
 MIN_EXAMPLES = 3
 
 
-def pooled(embedding: np.ndarray) -> np.ndarray:
-    """[N, C·16] head inputs -> [N, 2C] per-channel mean and max over the 4×4 map (the compact form that is stored)."""
-    e = np.asarray(embedding, np.float32)
-    if e.ndim == 1:
-        e = e[None]
+@dataclass(frozen=True)
+class View:
+    """What one model says about clips: pooled embeddings [N, C] and class probabilities [N, K]."""
+
+    pooled: np.ndarray
+    probs: np.ndarray
+
+    @classmethod
+    def of(cls, embedding: np.ndarray, probs: np.ndarray) -> "View":
+        return cls(pool(embedding), np.atleast_2d(np.asarray(probs, np.float32)))
+
+    def __len__(self) -> int:
+        return len(self.probs)
+
+    def rows(self, index) -> "View":
+        return View(self.pooled[index], self.probs[index])
+
+    @staticmethod
+    def stack(views: Sequence["View"]) -> "View":
+        return View(np.concatenate([v.pooled for v in views]), np.concatenate([v.probs for v in views]))
+
+
+def pool(embedding: np.ndarray) -> np.ndarray:
+    """[N, C·16] head inputs -> [N, C] per-channel means over the 4×4 map (other widths: as they are)."""
+    e = np.atleast_2d(np.asarray(embedding, np.float32))
     if e.shape[1] % POOL_CELLS:
-        return e  # not a pooled-map model (e.g. CNN6's 512-wide embedding): used as it is
-    cells = e.reshape(len(e), -1, POOL_CELLS)
-    return np.concatenate([cells.mean(-1), cells.max(-1)], axis=1)
+        return e  # not a pooled-map model (e.g. CNN6's 512-wide embedding)
+    return e.reshape(len(e), -1, POOL_CELLS).mean(-1)
 
 
-def descriptor(pooled_by_model: Mapping[str, np.ndarray], models: Sequence[str]) -> np.ndarray:
-    """Each model's pooled embeddings [N, D_m] -> one [N, ΣD] descriptor (square root, unit length per model)."""
-    parts = []
-    for name in models:
-        e = np.sqrt(np.maximum(np.asarray(pooled_by_model[name], np.float32), 0.0))
-        parts.append(e / (np.linalg.norm(e, axis=1, keepdims=True) + 1e-8))
-    return np.concatenate(parts, axis=1) / math.sqrt(len(models))
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.sqrt(np.maximum(np.asarray(x, np.float32), 0.0))
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)
+
+
+def descriptor(views: Mapping[str, View], models: Sequence[str]) -> np.ndarray:
+    """Each model's :class:`View` -> one [N, D] descriptor (square root, unit length per part)."""
+    parts = [p for name in models for p in (_unit(views[name].pooled), _unit(views[name].probs))]
+    return np.concatenate(parts, axis=1) / math.sqrt(len(parts))
 
 
 @dataclass(frozen=True)
@@ -73,11 +98,11 @@ class LinearProbe:
 
 @dataclass(frozen=True)
 class Estimate:
-    """What leave-one-out says about a new label, printed when it is made."""
+    """What cross-validation says about a new label, printed when it is made."""
 
-    recognised: int  # held-out examples scored as this sound
+    recognised: int  # examples scored as this sound by a fit that left them out
     examples: int
-    false_alarms: float  # share of held-out background clips scored as this sound
+    false_alarms: float  # share of background clips a fit did not see scored as this sound
     background: int
 
     def text(self) -> str:
@@ -87,50 +112,62 @@ class Estimate:
 
 def _fit(pos: np.ndarray, neg: np.ndarray, c: float):
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     x = np.concatenate([pos, neg])
     y = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    # balanced: 5 examples against thousands of background clips would otherwise be ignored
-    return LogisticRegression(C=c, class_weight="balanced", max_iter=2000).fit(x, y)
+    # One BLAS thread: these fits are small, and threads waiting on a busy machine made them 10x slower.
+    # Balanced: 5 examples against thousands of background clips would otherwise be ignored.
+    with threadpool_limits(1):
+        return LogisticRegression(C=c, class_weight="balanced", max_iter=1000).fit(x, y)
 
 
 def _folds(n: int, folds: int, seed: int) -> list[np.ndarray]:
     order = np.random.default_rng(seed).permutation(n)
-    return [order[i::folds] for i in range(folds)]
+    return [np.sort(order[i::folds]) for i in range(folds)]
+
+
+@dataclass(frozen=True)
+class Fitted:
+    probe: LinearProbe
+    estimate: Estimate
 
 
 def fit_probe(pos: np.ndarray, background: np.ndarray, *, target_false_alarms: float = TARGET_FALSE_ALARMS,
-              c: float = C_REGULARISATION, folds: int = FOLDS, seed: int = 0) -> LinearProbe:
-    """Fit on all examples + background; the threshold from background clips held out of each fold's fit.
+              c: float = C_REGULARISATION, folds: int = FOLDS, seed: int = 0, leave_one_out: bool = True) -> Fitted:
+    """The probe for examples ``pos`` [k, D] against ``background`` [N, D], and its cross-validated estimate.
 
-    The held-out decisions of the folds' fits (each on the examples and the
-    other folds) stand in for sounds the final fit never saw: the threshold is
-    their ``1 − target_false_alarms`` quantile.
+    ``leave_one_out`` refits once per example to ask whether it is recognised
+    when left out (the benchmark, which scores held-out clips anyway, skips it).
     """
     pos = np.asarray(pos, np.float64)
     background = np.asarray(background, np.float64)
-    held_out = []
+    q = 1.0 - target_false_alarms
+    optimism, held_scores = [], []
     for held in _folds(len(background), folds, seed):
         keep = np.setdiff1d(np.arange(len(background)), held)
-        held_out.append(_fit(pos, background[keep], c).decision_function(background[held]))
-    threshold = float(np.quantile(np.concatenate(held_out), 1.0 - target_false_alarms))
+        clf = _fit(pos, background[keep], c)
+        inside = float(np.quantile(clf.decision_function(background[keep]), q))
+        outside = clf.decision_function(background[held])
+        optimism.append(float(np.quantile(outside, q)) - inside)
+        held_scores.append((outside, inside))
     final = _fit(pos, background, c)
-    return LinearProbe(final.coef_[0].astype(np.float32), float(final.intercept_[0]), threshold)
-
-
-def leave_one_out(pos: np.ndarray, background: np.ndarray, **kwargs) -> Estimate:
-    """Refit without each example in turn and ask whether it is recognised; false alarms on held-out background."""
-    pos = np.asarray(pos, np.float64)
-    background = np.asarray(background, np.float64)
-    hits = 0
-    for i in range(len(pos)):
-        rest = np.delete(pos, i, axis=0)
-        probe = fit_probe(rest, background, **kwargs)
-        hits += int(probe.score(pos[i : i + 1])[0] >= 0.5)
-    # false alarms: background clips held out of a fit on all the examples
-    false = []
-    for held in _folds(len(background), FOLDS, 1):
-        keep = np.setdiff1d(np.arange(len(background)), held)
-        probe = fit_probe(pos, background[keep], **kwargs)
-        false.append(probe.score(background[held]) >= 0.5)
-    return Estimate(hits, len(pos), float(np.concatenate(false).mean()), len(background))
+    shift = float(np.mean(optimism))
+    threshold = float(np.quantile(final.decision_function(background), q)) + shift
+    probe = LinearProbe(final.coef_[0].astype(np.float32), float(final.intercept_[0]), threshold)
+    # false alarms: each fold's unseen clips against that fit's threshold, its optimism taken from the other folds
+    alarms = []
+    for i, (outside, inside) in enumerate(held_scores):
+        others = [o for j, o in enumerate(optimism) if j != i] or optimism
+        alarms.append(outside >= inside + float(np.mean(others)))
+    recognised = 0
+    if leave_one_out:
+        for i in range(len(pos)):
+            rest = np.delete(pos, i, axis=0)
+            if not len(rest):
+                break
+            clf = _fit(rest, background, c)
+            t = float(np.quantile(clf.decision_function(background), q)) + shift
+            recognised += int(clf.decision_function(pos[i : i + 1])[0] >= t)
+    estimate = Estimate(recognised, len(pos), float(np.concatenate(alarms).mean()), len(background))
+    return Fitted(probe, estimate)

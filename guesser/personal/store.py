@@ -2,7 +2,8 @@
 
 Layout (``$GUESSER_DATA_DIR/personal`` or the platform's user data folder)::
 
-    personal/<slug>/label.safetensors   the examples' embeddings and the classifier's weights (tensors), and
+    personal/<slug>/label.safetensors   the examples' views (pooled embeddings, probabilities) and the
+                                        classifier's weights (tensors), and
                                         in its JSON header: the name, when and from what it was made, the
                                         models it was made with (name + SHA-256 of each checkpoint), their
                                         feature settings, the threshold and the leave-one-out estimate
@@ -31,7 +32,7 @@ import torch
 
 from guesser.errors import CheckpointError, GuesserError
 from guesser.fileio import shown
-from guesser.personal.probe import Estimate, LinearProbe
+from guesser.personal.probe import Estimate, LinearProbe, View
 
 KIND = "personal-label"
 LABEL_FILE = "label.safetensors"
@@ -108,7 +109,7 @@ class PersonalLabel:
 
     name: str
     models: tuple[ModelStamp, ...]
-    embeddings: dict[str, np.ndarray]  # model name -> [k, D] pooled embeddings of the examples
+    views: dict[str, View]  # model name -> its view of the examples (pooled embeddings, probabilities)
     probe: LinearProbe
     estimate: Estimate
     sources: tuple[str, ...]  # where each example came from (a file, or "microphone take 3")
@@ -136,8 +137,9 @@ class PersonalLabel:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"probe.coef": torch.from_numpy(np.asarray(self.probe.coef, np.float32))}
-        for name, e in self.embeddings.items():
-            out[f"embedding.{name}"] = torch.from_numpy(np.asarray(e, np.float32))
+        for name, v in self.views.items():
+            out[f"pooled.{name}"] = torch.from_numpy(np.asarray(v.pooled, np.float32))
+            out[f"probs.{name}"] = torch.from_numpy(np.asarray(v.probs, np.float32))
         return out
 
     @classmethod
@@ -151,9 +153,10 @@ class PersonalLabel:
             if meta.get("kind") != KIND:
                 raise ValueError(f"a {meta.get('kind', 'unknown')} file, not a personal label")
             models = tuple(ModelStamp(str(m["name"]), str(m["sha256"])) for m in meta["models"])
-            embeddings = {s.name: tensors[f"embedding.{s.name}"].float().numpy() for s in models}
+            views = {s.name: View(tensors[f"pooled.{s.name}"].float().numpy(), tensors[f"probs.{s.name}"].float().numpy())
+                     for s in models}
             e = meta["estimate"]
-            label = cls(str(meta["name"]), models, embeddings,
+            label = cls(str(meta["name"]), models, views,
                         LinearProbe(tensors["probe.coef"].float().numpy(), float(meta["intercept"]),
                                     float(meta["threshold"])),
                         Estimate(int(e["recognised"]), int(e["examples"]), float(e["false_alarms"]),
@@ -162,7 +165,8 @@ class PersonalLabel:
                         str(meta["created"]), folder)
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{shown(path)}: not a readable personal label ({err})") from None
-        if len({len(v) for v in embeddings.values()}) > 1 or label.probe.coef.ndim != 1:
+        if len({len(v) for v in views.values()} | {len(v.pooled) for v in views.values()}) > 1 \
+                or label.probe.coef.ndim != 1:
             raise CheckpointError(f"{shown(path)}: not a readable personal label (inconsistent shapes)")
         return label
 

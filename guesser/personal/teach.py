@@ -19,7 +19,7 @@ import numpy as np
 from guesser.errors import AudioError, GuesserError
 from guesser.fileio import shown
 from guesser.personal.background import BackgroundSample, find_background
-from guesser.personal.probe import MIN_EXAMPLES, descriptor, fit_probe, leave_one_out, pooled
+from guesser.personal.probe import MIN_EXAMPLES, View, descriptor, fit_probe
 from guesser.personal.store import PersonalLabel, Store, check_name, stamps_of
 
 MAX_EXAMPLES = 20
@@ -56,26 +56,23 @@ def check_count(usable: int, problems: Sequence[str]) -> None:
         raise GuesserError(f"at most {MAX_EXAMPLES} examples, got {usable}: a handful of clear takes works best")
 
 
-def embed(ensemble: Any, examples: Sequence[Example]) -> dict[str, np.ndarray]:
-    """Each model's pooled embeddings of the examples: model name -> [k, D]."""
-    rows: dict[str, list[np.ndarray]] = {m.name: [] for m in ensemble.models}
+def embed(ensemble: Any, examples: Sequence[Example]) -> dict[str, View]:
+    """Each model's view of the examples (pooled embeddings and probabilities): model name -> View [k]."""
+    rows: dict[str, list[View]] = {m.name: [] for m in ensemble.models}
     for ex in examples:
         pred = ensemble.predict(ex.samples, ex.sample_rate, embeddings=True)
         for name in rows:
-            rows[name].append(pooled(pred.embeddings[name].numpy())[0])
-    return {k: np.stack(v) for k, v in rows.items()}
+            rows[name].append(View.of(pred.embeddings[name].numpy(), pred.clip_probs[name].numpy()))
+    return {k: View.stack(v) for k, v in rows.items()}
 
 
-def fit_label(name: str, ensemble: Any, pooled_examples: dict[str, np.ndarray], sources: Sequence[str],
+def fit_label(name: str, ensemble: Any, views: dict[str, View], sources: Sequence[str],
               background: BackgroundSample | None = None) -> PersonalLabel:
-    """The classifier for ``name`` from pooled embeddings, with its leave-one-out estimate."""
+    """The classifier for ``name`` from the examples' views, with its cross-validated estimate."""
     background = background or find_background(ensemble.models)
     names = [m.name for m in ensemble.models]
-    pos = descriptor(pooled_examples, names)
-    neg = descriptor(background.embeddings, names)
-    probe = fit_probe(pos, neg)
-    estimate = leave_one_out(pos, neg)
-    return PersonalLabel(name, stamps_of(ensemble.models), pooled_examples, probe, estimate, tuple(sources),
+    fitted = fit_probe(descriptor(views, names), descriptor(background.views, names))
+    return PersonalLabel(name, stamps_of(ensemble.models), views, fitted.probe, fitted.estimate, tuple(sources),
                          {m.name: m.features.to_dict() for m in ensemble.models})
 
 
@@ -92,9 +89,9 @@ def teach(name: str, examples: Sequence[Example], ensemble: Any, store: Store | 
     background = find_background(ensemble.models)  # before the work: these models must have one
     say = progress or (lambda _text: None)
     say(f"embedding {len(examples)} examples with {len(ensemble.models)} models")
-    pooled_examples = embed(ensemble, examples)
+    views = embed(ensemble, examples)
     say("fitting against {:,} background sounds".format(len(background)))
-    label = fit_label(name, ensemble, pooled_examples, [e.source for e in examples], background)
+    label = fit_label(name, ensemble, views, [e.source for e in examples], background)
     store.write(label, [(e.samples, e.sample_rate) for e in examples], replace=replace)
     return label
 
@@ -110,8 +107,7 @@ def reembed(name: str, ensemble: Any, store: Store | None = None) -> PersonalLab
                            "readable); teach it again from new takes")
     for ex, src in zip(examples, old.sources):
         ex.source = src
-    pooled_examples = embed(ensemble, examples)
-    label = fit_label(old.name, ensemble, pooled_examples, old.sources)
+    label = fit_label(old.name, ensemble, embed(ensemble, examples), old.sources)
     label.created = old.created
     store.write(label, None, replace=True)
     return label
