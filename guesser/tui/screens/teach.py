@@ -57,14 +57,13 @@ class TeachTake:
     def describe(self) -> str:
         t = self.take
         state = "kept" if self.kept else "dropped"
-        return (f"take {self.number} · {t.duration:.1f} s · {t.level.rms_db:.0f} dBFS · {state}"
-                f" · sounds like {say(t.prediction)}")
+        return f"take {self.number:<2} {state:<7} {t.duration:4.1f} s  {t.level.rms_db:4.0f} dBFS  ~ {say(t.prediction)}"
 
 
 class TeachScreen(Screen):
     AUTO_FOCUS = "#teach-name"
     BINDINGS = [
-        Binding("space", "record", "Record a take"),
+        Binding("space", "record", "Record"),
         Binding("r", "replay", "Replay"),
         Binding("x", "drop", "Drop/keep"),
         Binding("l", "learn", "Learn"),
@@ -118,10 +117,11 @@ class TeachScreen(Screen):
         status.update(escape(text) if error else text)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Shown greyed out (None) while not possible yet, so the keys are there to be learned."""
         if action == "learn":
-            return self.phase == RECORDING and len(self.kept) >= MIN_EXAMPLES
+            return True if self.phase == RECORDING and len(self.kept) >= MIN_EXAMPLES else None
         if action in ("replay", "drop"):
-            return bool(self.takes) and (action == "replay" or self.phase == RECORDING)
+            return True if self.takes and (action == "replay" or self.phase == RECORDING) else None
         return True
 
     # -- 1. the name

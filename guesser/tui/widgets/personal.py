@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.widget import Widget
 
 from guesser.game import HEARD
 from guesser.tui.widgets.ranking import score_bar
@@ -22,8 +22,11 @@ def is_heard(score: float) -> bool:
     return score >= HEARD
 
 
-class PersonalScores(Static):
-    """Rows ``✓ kettle ████████ 0.91 heard``; :meth:`show` with ``Scored``-like items, best first."""
+class PersonalScores(Widget):
+    """Rows ``✓ kettle ████████ 0.91 heard``; :meth:`show` with ``Scored``-like items, best first.
+
+    Laid out at render time from the widget's width, like :class:`~guesser.tui.widgets.ranking.Ranking`.
+    """
 
     DEFAULT_CSS = """
     PersonalScores { height: auto; }
@@ -34,6 +37,7 @@ class PersonalScores(Static):
         super().__init__(id=id, classes=classes)
         self.title, self.top_k, self.bar_width = title, top_k, bar_width
         self.items: list = []
+        self.highlight: str | None = None
         self.display = False
 
     @property
@@ -42,23 +46,34 @@ class PersonalScores(Static):
         return [s.name for s in self.items if is_heard(s.score)]
 
     def show(self, items: Sequence, highlight: str | None = None) -> None:
-        self.items = list(items)[: self.top_k]
-        extra = [s for s in items if s.name == highlight and s not in self.items]
-        self.items += extra
+        """Show the top k (and the highlighted one wherever it ranks); hidden when there are none."""
+        items = list(items)
+        self.items = items[: self.top_k] + [s for s in items[self.top_k:] if s.name == highlight]
+        self.highlight = highlight
         self.display = bool(self.items)
-        text = Text()
+        self.refresh(layout=True)
+
+    def get_content_height(self, container, viewport, width: int) -> int:
+        return (1 if self.title else 0) + max(1, len(self.items))
+
+    def render(self) -> Text:
+        width = max(24, self.size.width)
+        bar_w = max(4, min(self.bar_width, width - 2 - 8 - 12))
+        name_w = width - 2 - 1 - bar_w - 5 - 7
+        out = Text()
         if self.title:
-            text.append(self.title + "\n", style="bold")
+            out.append(self.title + "\n", style="bold")
         for n, s in enumerate(self.items):
             heard = is_heard(s.score)
-            hit = s.name == highlight
-            text.append("✓ " if heard else "  ", style="bold magenta")
+            name = s.name if len(s.name) <= name_w else s.name[: name_w - 1] + "…"
+            out.append("✓ " if heard else "  ", style="bold magenta")
             # a name the user typed: Text, never markup ("[/oops]" is a name)
-            text.append(s.name[:24].ljust(24), style="bold reverse" if hit else ("bold magenta" if heard else "dim"))
-            text.append(" ")
-            text.append(score_bar(s.score, self.bar_width), style="magenta" if heard else "dim cyan")
-            text.append(f" {s.score:4.2f}")
-            text.append("  heard" if heard else "", style="bold magenta")
+            out.append(name.ljust(name_w),
+                       style="bold reverse" if s.name == self.highlight else ("bold magenta" if heard else "dim"))
+            out.append(" ")
+            out.append(score_bar(s.score, bar_w), style="magenta" if heard else "dim cyan")
+            out.append(f" {s.score:4.2f}")
+            out.append("  heard" if heard else "", style="bold magenta")
             if n < len(self.items) - 1:
-                text.append("\n")
-        self.update(text)
+                out.append("\n")
+        return out
