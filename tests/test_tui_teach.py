@@ -286,3 +286,92 @@ async def test_the_game_can_target_a_personal_label(tmp_path):
         await until(pilot, lambda: len(game.game.results) == 2, what="round 2")
         assert game.game.results[1].points == 0 and "not heard (0.30)" in str(game.query_one("#round-result").render())
         assert app.session.takes[-1].target == "kettle"
+
+
+# ---------------------------------------------------------------- the shipped models: what a new user does
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    """The shipped ensemble and its background sample (what a user has), loaded once for this module."""
+    if not (SHIPPED / "background.safetensors").is_file():
+        pytest.fail("assets/models/background.safetensors is missing: personal labels cannot be taught")
+    from guesser.ensemble import Ensemble
+
+    ensemble = Ensemble.load()
+    yield ensemble
+    ensemble.personal = None
+
+
+@pilot_test
+async def test_a_new_user_teaches_a_beep_pattern_and_it_is_heard_on_the_next_take(tmp_path, shipped,
+                                                                                   one_torch_thread):
+    from test_personal import beeps, other_sound
+
+    seconds = 2.0
+    b = [beeps(seed=i, seconds=seconds) for i in range(5)]
+    silent = np.zeros(int(SR * seconds), np.float32)
+    noise = other_sound("noise", seed=3, seconds=seconds)  # a take that is not the sound: dropped
+    tries = [beeps(seed=99, seconds=seconds, snr_db=12.0),  # other timing, more noise than any take
+             other_sound("chirp", seed=5, seconds=seconds)]  # another sound
+    backend = TakesBackend([b[0], b[1], silent, b[2], noise, b[3], b[4], *tries], SR, speed=20)
+    app, _ = make_app(tmp_path, ensemble=shipped, backend=backend, seconds=seconds)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_teach(pilot)
+        await name_it(pilot, "desk beeper")  # 5 takes, the default
+        await take(pilot, screen)
+        await take(pilot, screen)
+        await take(pilot, screen)
+        assert "heard nothing" in status(app) and len(screen.takes) == 2  # the silent take: said, not kept
+        await take(pilot, screen)
+        await take(pilot, screen)
+        await pilot.press("end", "r", "x")  # listen to the last take: not the sound, drop it
+        await until(pilot, lambda: bool(app.player.played), what="replay")
+        for _ in range(2):
+            await take(pilot, screen)
+        assert [t.kept for t in screen.takes] == [True, True, True, False, True, True]
+        assert backend.heard == 7 and screen.check_action("learn", ()) is True
+
+        await pilot.press("l")
+        await until(pilot, lambda: screen.phase != "learning", timeout=300, what="learned")
+        assert screen.phase == TRYING, status(app)
+        label = Store().get("desk beeper")
+        assert label.sources == tuple(f"microphone take {i}" for i in (1, 2, 3, 5, 6))
+        assert len(label.clip_paths()) == 5 and label.estimate.recognised >= 4
+        assert label.estimate.text() in str(screen.query_one("#teach-result").render()).replace("\n", " ")
+        assert shipped.personal is not None and shipped.personal.names == ["desk beeper"]  # scored from now on
+
+        await take(pilot, screen)
+        assert "Heard: desk beeper" in status(app), status(app)
+        await take(pilot, screen)
+        assert "Not heard: desk beeper" in status(app), status(app)
+
+        await pilot.press("escape")
+        await pilot.press("space")  # any later recording on the main screen scores it too
+        await until(pilot, lambda: isinstance(app.screen, ResultsScreen), what="results")
+        assert [s.name for s in app.screen.take.prediction.personal] == ["desk beeper"]
+
+
+@pilot_test
+async def test_a_label_made_with_other_models_is_reembedded_from_your_sounds(tmp_path, shipped, one_torch_thread):
+    from test_personal import beeps
+
+    from guesser.personal.teach import Example, teach
+
+    store = Store()
+    made = teach("desk beeper", [Example(beeps(seed=i, seconds=2.0), SR, f"take {i}") for i in range(4)], shipped,
+                 store)
+    made.models = tuple(ModelStamp(s.name, "0" * 64) for s in made.models)  # as if the models were updated since
+    store.write(made, None, replace=True)
+    app, _ = make_app(tmp_path, ensemble=shipped)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, PersonalScreen) and bool(app.screen.labels), what="yours")
+        screen = app.screen
+        assert screen.is_current(screen.labels[0]) is False
+        await pilot.press("e")
+        await until(pilot, lambda: not screen.busy and screen.labels and screen.is_current(screen.labels[0]),
+                    timeout=300, what="re-embedded")
+        assert "embedded again from its 4 stored clips" in str(screen.query_one("#personal-status").render())
+        assert shipped.personal is not None and shipped.personal.names == ["desk beeper"]
