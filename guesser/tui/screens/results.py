@@ -31,10 +31,9 @@ class ResultsScreen(Screen):
         t, p = self.take, self.take.prediction
         yield TitleBar("the guesses")
         top = p.labels[0] if p.labels else None
-        headline = f"#{t.number}  [b]{escape(say(p))}[/b] ({top.score:.2f})" if top else f"#{t.number}"
         heard = getattr(p, "heard_personal", [])
-        if heard:  # the user's own sound, when heard, is said first
-            headline = f"#{t.number}  [b magenta]✓ yours: {escape(heard[0].name)}[/]  ·  " + headline.split("  ", 1)[1]
+        yours = f"[b magenta]✓ yours: {escape(heard[0].name)}[/]  ·  " if heard else ""  # the user's own sound first
+        headline = f"#{t.number}  {yours}[b]{escape(say(p))}[/b] ({top.score:.2f})" if top else f"#{t.number}"
         yield Static(f"{headline}  ·  {t.duration:.1f} s from {escape(t.source)}  ·  {t.level.rms_db:.0f} dBFS RMS",
                      id="result-title")
         with Horizontal(id="result-body"):
