@@ -94,11 +94,18 @@ def store_label(name: str, models: Sequence = (), examples: int = 4, created: st
     default) is what :class:`FakeEnsemble` runs, so the app scores it;
     anything else makes a label "made with other models".
     """
+    from guesser.personal import probe
     from guesser.personal.probe import Estimate, LinearProbe
     from guesser.personal.store import PersonalLabel, Store
 
     d = 8
-    label = PersonalLabel(name, tuple(models), {s.name: np.ones((examples, d), np.float32) for s in models},
+
+    def per_model() -> object:  # what the store keeps per model: pooled embeddings (and, once probe has View, probs)
+        pooled = np.ones((examples, d), np.float32)
+        view = getattr(probe, "View", None)
+        return view(pooled, np.full((examples, 6), 0.1, np.float32)) if view else pooled
+
+    label = PersonalLabel(name, tuple(models), {s.name: per_model() for s in models},
                           LinearProbe(np.zeros(d, np.float32), 0.0, 0.0), Estimate(examples - 1, examples, 0.004, 3000),
                           tuple(f"microphone take {i + 1}" for i in range(examples)), created=created)
     clips = [(chirp_clip(0.5) * (0.5 + 0.1 * i), 22050) for i in range(examples)]
