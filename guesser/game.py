@@ -5,14 +5,23 @@ their own and the TUI only displays them.
 
 Rules:
 
-* a target is a label (e.g. *Clapping*) or a family (e.g. *Human sounds*);
-  drawn from sounds a person can make at a desk that the models have seen
-  (:func:`target_pool`), or picked by the player;
+* a target is a label (e.g. *Clapping*), a family (e.g. *Human sounds*) or
+  one of the player's own *personal* labels (``guesser teach``, the app's
+  teach screen); drawn from the personal labels and the sounds a person can
+  make at a desk that the models have seen (:func:`target_pool`), or picked
+  by the player;
 * the player makes the sound; the target's rank in the ensemble's answer
   gives the points: label rank 1 → 100, 2 → 60, 3 → 40, 4–10 → 10; family
   (one of six, so easier) rank 1 → 50, 2 → 20;
-* a *hit* is a label in the top 3 or a family at rank 1; consecutive hits make
-  a streak, worth +10 per earlier hit in it (at most +50);
+* a personal label has no rank among the 200 labels: it is either *heard*
+  (its score ≥ :data:`HEARD`, the operating point every personal label is
+  calibrated to) or not. Heard counts as rank 1 of a label (100 points, a
+  hit); not heard is 0 points. Why not rank it among the other personal
+  labels: with one or two of them, "rank 1 of 2" would reward a sound the
+  label does not recognise at all;
+* a *hit* is a label in the top 3, a family at rank 1 or a heard personal
+  label; consecutive hits make a streak, worth +10 per earlier hit in it (at
+  most +50);
 * a game is :data:`ROUNDS` rounds; the total goes into the high-score table
   (top :data:`MAX_ENTRIES`), a JSON file that survives corruption: a file that
   cannot be read is moved aside (``*.corrupt``), the table starts fresh and
@@ -36,6 +45,7 @@ MAX_ENTRIES = 10
 LABEL_POINTS = {1: 100, 2: 60, 3: 40}
 LABEL_TOP10_POINTS = 10
 FAMILY_POINTS = {1: 50, 2: 20}
+HEARD_POINTS = LABEL_POINTS[1]  # a heard personal label scores like a label at rank 1
 STREAK_STEP, STREAK_CAP = 10, 50
 
 DESK_LABELS: tuple[str, ...] = (
@@ -51,32 +61,46 @@ DESK_LABELS: tuple[str, ...] = (
 DESK_FAMILIES: tuple[str, ...] = (HUMAN, THINGS, MUSIC)
 """Families a person can produce at a desk (sing or hum for Music)."""
 
-LABEL, FAMILY = "label", "family"
+LABEL, FAMILY, PERSONAL = "label", "family", "personal"
+
+HEARD = 0.5
+"""A personal label's score at its operating point (guesser.personal.probe): at or above it, the sound is heard."""
 
 
 class _Named(Protocol):
     name: str
 
 
+class _Scored(Protocol):
+    name: str
+    score: float
+
+
 class _Ranked(Protocol):
     labels: Sequence[_Named]
     families: Sequence[_Named]
+    personal: Sequence[_Scored]  # may be missing: read with getattr (a prediction without personal labels)
 
 
 @dataclass(frozen=True)
 class Target:
-    kind: str  # LABEL or FAMILY
+    kind: str  # LABEL, FAMILY or PERSONAL
     name: str
 
     @property
     def title(self) -> str:
+        if self.kind == PERSONAL:
+            return f"your {self.name}"
         return pretty(self.name) if self.kind == LABEL else f"any {self.name.lower()}"
 
 
-def target_pool(known_labels: Iterable[str], *, families: bool = True) -> list[Target]:
-    """Desk-makeable labels the models know (desk order), then the desk families."""
+def target_pool(known_labels: Iterable[str], *, families: bool = True,
+                personal: Iterable[str] = ()) -> list[Target]:
+    """The player's personal labels (taught to be played with), then desk-makeable labels the models know
+    (desk order), then the desk families."""
     known = set(known_labels)
-    pool = [Target(LABEL, n) for n in DESK_LABELS if n in known]
+    pool = [Target(PERSONAL, n) for n in personal]
+    pool += [Target(LABEL, n) for n in DESK_LABELS if n in known]
     if families or not pool:
         pool += [Target(FAMILY, f) for f in DESK_FAMILIES]
     return pool
@@ -90,8 +114,22 @@ def draw_target(pool: Sequence[Target], rng: random.Random, avoid: Target | None
     return rng.choice(choices)
 
 
+def personal_score(target: Target, prediction: _Ranked) -> float | None:
+    """The prediction's score for a personal target (None: not scored, e.g. the label was forgotten)."""
+    for s in getattr(prediction, "personal", None) or ():
+        if s.name == target.name:
+            return float(s.score)
+    return None
+
+
 def rank_of(target: Target, prediction: _Ranked) -> int | None:
-    """1-based rank of the target in the prediction's labels (or families); None if absent."""
+    """1-based rank of the target in the prediction's labels (or families); None if absent.
+
+    A personal target is rank 1 when heard (score ≥ :data:`HEARD`), else None: see the rules above.
+    """
+    if target.kind == PERSONAL:
+        score = personal_score(target, prediction)
+        return 1 if score is not None and score >= HEARD else None
     ranked = prediction.labels if target.kind == LABEL else prediction.families
     for i, s in enumerate(ranked, start=1):
         if s.name == target.name:
@@ -104,11 +142,13 @@ def points_for(target: Target, rank: int | None) -> int:
         return 0
     if target.kind == FAMILY:
         return FAMILY_POINTS.get(rank, 0)
+    if target.kind == PERSONAL:
+        return HEARD_POINTS if rank == 1 else 0
     return LABEL_POINTS.get(rank, LABEL_TOP10_POINTS if rank <= 10 else 0)
 
 
 def is_hit(target: Target, rank: int | None) -> bool:
-    return rank is not None and rank <= (1 if target.kind == FAMILY else 3)
+    return rank is not None and rank <= (3 if target.kind == LABEL else 1)
 
 
 @dataclass(frozen=True)

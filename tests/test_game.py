@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from guesser.game import (DESK_FAMILIES, FAMILY, LABEL, MAX_ENTRIES, Game, HighScore, HighScores, Target,
-                          draw_target, points_for, rank_of, target_pool)
+from guesser.game import (DESK_FAMILIES, FAMILY, HEARD, HEARD_POINTS, LABEL, MAX_ENTRIES, PERSONAL, Game, HighScore,
+                          HighScores, Target, draw_target, personal_score, points_for, rank_of, target_pool)
 
 
 @dataclass
@@ -113,3 +113,58 @@ def test_corrupt_high_scores_are_moved_aside(tmp_path, content):
     assert [e.name for e in HighScores.load(path).entries] == ["me"]
     path.write_text("broken again")
     assert HighScores.load(path).notice and (tmp_path / "hs.json.corrupt.1").exists()  # older backup kept
+
+
+# ---------------------------------------------------------------- personal labels as targets
+
+
+@dataclass
+class Sc:
+    name: str
+    score: float
+
+
+KETTLE = Target(PERSONAL, "kettle")
+
+
+def with_personal(scores: dict[str, float], labels=("Speech",)) -> P:
+    p = pred(list(labels))
+    p.personal = sorted((Sc(n, s) for n, s in scores.items()), key=lambda s: -s.score)
+    return p
+
+
+def test_the_pool_puts_the_players_own_sounds_first():
+    pool = target_pool(["Knock"], personal=["kettle", "doorbell"])
+    assert pool[:3] == [KETTLE, Target(PERSONAL, "doorbell"), Target(LABEL, "Knock")]
+    assert target_pool(["Knock"]) == target_pool(["Knock"], personal=())  # none taught: the pool is unchanged
+    assert KETTLE.title == "your kettle"
+
+
+@pytest.mark.parametrize("score, rank, points, hit", [(0.91, 1, HEARD_POINTS, True), (HEARD, 1, 100, True),
+                                                      (0.49, None, 0, False)])
+def test_a_personal_target_is_heard_at_its_operating_point_or_not_at_all(score, rank, points, hit):
+    p = with_personal({"kettle": score, "doorbell": 0.02})
+    assert personal_score(KETTLE, p) == score
+    assert rank_of(KETTLE, p) == rank and points_for(KETTLE, rank) == points
+    result = Game().play(KETTLE, p)
+    assert (result.points, result.hit) == (points, hit)
+
+
+def test_a_personal_target_is_not_ranked_among_the_other_personal_labels():
+    # the best of two personal labels, but not heard: no points (rank 1 of 2 would reward a sound nobody heard)
+    p = with_personal({"kettle": 0.3, "doorbell": 0.1})
+    assert rank_of(KETTLE, p) is None and points_for(KETTLE, rank_of(KETTLE, p)) == 0
+
+
+def test_a_personal_target_missing_from_the_answer_scores_nothing():
+    assert personal_score(KETTLE, pred(["Speech"])) is None  # a prediction without personal labels at all
+    assert rank_of(KETTLE, with_personal({"doorbell": 0.9})) is None  # forgotten meanwhile
+
+
+def test_heard_personal_targets_keep_a_streak_going():
+    g = Game(rounds=3)
+    g.play(CLAP, pred(["Clapping"]))
+    r2 = g.play(KETTLE, with_personal({"kettle": 0.8}))
+    assert (r2.points, r2.bonus, r2.streak) == (100, 10, 2)
+    r3 = g.play(KETTLE, with_personal({"kettle": 0.2}))
+    assert (r3.total, r3.streak, g.best_streak) == (0, 0, 2)

@@ -24,6 +24,7 @@ from guesser.errors import GuesserError
 from guesser.recorder import DeviceInfo, NullPlayer, Player, Recorder, default_player
 from guesser.tui import messages as m
 from guesser.tui import workers
+from guesser.tui.personal import attach_personal
 from guesser.tui.problems import LOST, NO_DEVICE, NO_MODELS, PERMISSION, problem_for
 from guesser.tui.screens.error import DEVICES, RETRY, ErrorScreen
 from guesser.tui.screens.main import MainScreen
@@ -154,6 +155,16 @@ class GuesserApp(App[None]):
     def on_models_loaded(self, message: m.ModelsLoaded) -> None:
         self.ensemble = message.ensemble
         self._refresh_main()
+        self.run_worker(partial(attach_personal, self, self.ensemble), thread=True, group="personal",
+                        name="attach personal labels")
+
+    def on_personal_attached(self, message: m.PersonalAttached) -> None:
+        """Say which personal labels are not scored (made with other models, unreadable) and what to do."""
+        notices = message.found.notices()
+        if message.found.stale:
+            notices.append("In the app: press p for your labels, then e re-embeds the highlighted one.")
+        if notices:
+            self.notify("\n".join(notices), severity="warning", timeout=12, markup=False)
 
     def on_models_failed(self, message: m.ModelsFailed) -> None:
         self.models_error = message.error

@@ -104,3 +104,51 @@ class Saved(Message):
     def __init__(self, take: Take, wav, json_path) -> None:
         super().__init__()
         self.take, self.wav, self.json_path = take, wav, json_path
+
+
+# ---------------------------------------------------------------- personal labels (guesser.tui.personal)
+
+
+class PersonalAttached(_Carrying):
+    """The ensemble now scores these personal labels (a :class:`guesser.personal.matcher.PersonalSet`)."""
+
+    carries = "found"
+    found: Any
+
+
+class TeachProgress(_Carrying):
+    """What teaching is doing now (embedding, fitting), one short line."""
+
+    carries = "text"
+    text: str
+
+
+class Taught(_Carrying):
+    """A personal label was learned and stored (a :class:`guesser.personal.store.PersonalLabel`)."""
+
+    carries = "label"
+    label: Any
+
+
+class TeachFailed(Failed):
+    """Teaching failed; nothing was written."""
+
+
+class PersonalListed(Message):
+    """The store's labels, the folders that could not be read, and the stamps of the models now loaded."""
+
+    def __init__(self, labels: list, problems: list[str], current: frozenset | None) -> None:
+        super().__init__()
+        self.labels, self.problems, self.current = labels, problems, current
+
+
+class PersonalChanged(Message):
+    """A label was forgotten or re-embedded; ``text`` says which, for a notification."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
+
+class PersonalFailed(Failed):
+    """Listing, forgetting or re-embedding failed (one line)."""

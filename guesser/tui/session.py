@@ -53,6 +53,7 @@ class Settings:
     seed: int | None = None  # game target draws
     today: Callable[[], str] = field(default=lambda: date.today().isoformat())
     player_name: str | None = None  # default name in the high-score table
+    teach: Callable[..., Any] | None = None  # None: guesser.personal.teach.teach (tests pass a fake)
 
     @property
     def file_mode(self) -> bool:

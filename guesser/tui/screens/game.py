@@ -1,4 +1,4 @@
-"""Guess a noise: make the sound you are shown, score by its rank; then the high-score table."""
+"""Guess a noise: make the sound you are shown (a label, a family or one of your own), score it; then the high scores."""
 
 from __future__ import annotations
 
@@ -8,20 +8,26 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.markup import escape
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Input, Static
 
 from guesser.errors import GuesserError
-from guesser.game import FAMILY, Game, HighScore, HighScores, RoundResult, Target, draw_target, target_pool
+from guesser.game import (FAMILY, PERSONAL, Game, HighScore, HighScores, RoundResult, Target, draw_target,
+                          personal_score, target_pool)
 from guesser.labels import pretty
-from guesser.tui.widgets import Ranking, TitleBar
+from guesser.tui.widgets import PersonalScores, Ranking, TitleBar
 from guesser.tui.widgets.record_panel import RecordPanel
 
 
-def describe(result: RoundResult) -> str:
-    where = "not ranked" if result.rank is None else f"ranked #{result.rank}"
-    text = f"{result.target.title}: {where} → [b]{result.points}[/b] points"
+def describe(result: RoundResult, prediction=None) -> str:
+    if result.target.kind == PERSONAL:  # heard or not: a personal label has no rank (guesser.game)
+        score = personal_score(result.target, prediction) if prediction is not None else None
+        where = ("heard" if result.rank else "not heard") + (f" ({score:.2f})" if score is not None else "")
+    else:
+        where = "not ranked" if result.rank is None else f"ranked #{result.rank}"
+    text = f"{escape(result.target.title)}: {where} → [b]{result.points}[/b] points"
     if result.bonus:
         text += f" + {result.bonus} streak bonus"
     if result.hit:
@@ -42,7 +48,8 @@ class GameScreen(Screen):
     def __init__(self, rounds: int | None = None) -> None:
         super().__init__(id="game")
         self.game = Game(rounds) if rounds else Game()
-        self.pool = target_pool(self.app.ensemble.known_labels())
+        personal = getattr(self.app.ensemble, "personal", None)  # a PersonalSet, when labels were taught
+        self.pool = target_pool(self.app.ensemble.known_labels(), personal=personal.names if personal else ())
         self.target: Target = draw_target(self.pool, self.app.session.rng)
         self.highscores = HighScores.load(self.app.highscores_path)
 
@@ -55,6 +62,7 @@ class GameScreen(Screen):
             with Vertical(id="game-answer-box"):
                 yield Static("", id="round-result")
                 yield Ranking(top_k=5, bar_width=20, id="game-answer")
+                yield PersonalScores("Yours", top_k=3, id="game-personal")
             yield Static("", id="game-scores")
         yield Footer()
 
@@ -68,8 +76,9 @@ class GameScreen(Screen):
         self.show_scores()
 
     def show_target(self) -> None:
-        kind = "a sound of the family" if self.target.kind == FAMILY else "this sound"
-        self.query_one("#game-target", Static).update(f"Make {kind}:  [b reverse] {self.target.title.upper()} [/]")
+        kind = {FAMILY: "a sound of the family", PERSONAL: "your own sound"}.get(self.target.kind, "this sound")
+        self.query_one("#game-target", Static).update(
+            f"Make {kind}:  [b reverse] {escape(self.target.title.upper())} [/]")
         g = self.game
         best = self.highscores.entries[0].score if self.highscores.entries else 0
         self.query_one("#game-stats", Static).update(
@@ -112,10 +121,14 @@ class GameScreen(Screen):
 
     def on_record_panel_finished(self, message: RecordPanel.Finished) -> None:
         take = self.app.add_take(message.take)
-        result = self.game.play(self.target, take.prediction)
-        ranked = take.prediction.families if self.target.kind == FAMILY else take.prediction.labels
+        p = take.prediction
+        result = self.game.play(self.target, p)
+        personal = getattr(p, "personal", [])
+        ranked = {FAMILY: p.families, PERSONAL: personal}.get(self.target.kind, p.labels)
         self.query_one("#game-answer", Ranking).show(ranked, highlight=self.target.name)
-        self.query_one("#round-result", Static).update(describe(result))
+        # the user's own labels beside the answer, unless the answer already is them
+        self.query_one("#game-personal", PersonalScores).show([] if self.target.kind == PERSONAL else personal)
+        self.query_one("#round-result", Static).update(describe(result, p))
         if self.game.finished:
             self.show_target()
             self.app.push_screen(GameOverScreen(self.game, self.highscores, self.app.player_name,
@@ -160,9 +173,8 @@ class GameOverScreen(ModalScreen[int | None]):
         with Vertical(id="gameover-box"):
             yield Static(f"[b]Game over[/b]: {g.score} points in {g.rounds} rounds, best streak {g.best_streak}",
                          id="gameover-title")
-            lines = [f"{i}. {pretty(r.target.name)}: " + ("—" if r.rank is None else f"#{r.rank}") + f" → {r.total}"
-                     for i, r in enumerate(g.results, start=1)]
-            yield Static("\n".join(lines), id="gameover-rounds")
+            lines = [f"{i}. {_name(r.target)}: " + _where(r) + f" → {r.total}" for i, r in enumerate(g.results, start=1)]
+            yield Static("\n".join(lines), id="gameover-rounds", markup=False)
             if self.scores.qualifies(g.score):
                 yield Static("A high score! Your name (enter saves):")
                 yield Input(self.default_name, id="player-name", max_length=24)
@@ -185,6 +197,16 @@ class GameOverScreen(ModalScreen[int | None]):
 
     def action_close(self) -> None:
         self.dismiss(self.position)
+
+
+def _name(target: Target) -> str:
+    return target.title if target.kind == PERSONAL else pretty(target.name)
+
+
+def _where(result: RoundResult) -> str:
+    if result.target.kind == PERSONAL:
+        return "heard" if result.rank else "—"
+    return "—" if result.rank is None else f"#{result.rank}"
 
 
 def _user_name() -> str:

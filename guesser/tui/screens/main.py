@@ -1,4 +1,4 @@
-"""The main screen: device, level, live spectrogram, the record action, listen mode, history."""
+"""The main screen: device, level, live spectrogram, the record action, listen mode, history; teach and yours."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from textual.widgets import Footer, Label, LoadingIndicator, Static
 from guesser.confidence import headline as say
 from guesser.tui import messages as m
 from guesser.tui import workers
-from guesser.tui.widgets import HistoryList, Ranking, TitleBar
+from guesser.tui.widgets import HistoryList, PersonalScores, Ranking, TitleBar
 from guesser.tui.widgets.record_panel import RecordPanel
 
 LISTEN_HOP_SECONDS = 1.0
@@ -27,6 +27,8 @@ class MainScreen(Screen):
         Binding("enter", "record", "Record", show=False),
         Binding("l", "listen", "Listen"),
         Binding("g", "game", "Game"),
+        Binding("t", "teach", "Teach"),
+        Binding("p", "personal", "Yours"),
         Binding("d", "devices", "Device"),
         Binding("r", "replay", "Replay"),
         Binding("s", "save", "Save"),
@@ -47,6 +49,7 @@ class MainScreen(Screen):
                     yield LoadingIndicator()
                     yield Label("Loading models…")
                 yield Static("", id="listen-title")
+                yield PersonalScores("", top_k=3, id="listen-personal")
                 yield Ranking(top_k=5, bar_width=30, id="listen-ranking")
             with Vertical(id="side"):
                 yield Label("History", classes="side-title")
@@ -127,6 +130,7 @@ class MainScreen(Screen):
             self.listening = False
             self.workers.cancel_group(self, "listen")
             self.remove_class("listening")
+            self.query_one("#listen-personal", PersonalScores).show([])
 
     def on_listen_update(self, message: m.ListenUpdate) -> None:
         if not self.listening:
@@ -137,9 +141,14 @@ class MainScreen(Screen):
             title.update(f"[b]Listening[/b] at {message.end:.0f} s: silence ({message.level.rms_db:.0f} dBFS)")
             ranking.show([], empty="…")
         else:
-            fam = message.prediction.families[0].name
-            title.update(f"[b]Listening[/b] at {message.end:.0f} s: {say(message.prediction)} ({fam})")
-            ranking.show(message.prediction.labels)
+            p = message.prediction
+            fam = p.families[0].name
+            heard = getattr(p, "heard_personal", [])
+            yours = "".join(f"[b magenta]✓ {escape(s.name)}[/] · " for s in heard)  # the user's own sound first
+            title.update(f"[b]Listening[/b] at {message.end:.0f} s: {yours}{escape(say(p))} ({fam})")
+            ranking.show(p.labels)
+        self.query_one("#listen-personal", PersonalScores).show(
+            getattr(message.prediction, "personal", []) if message.prediction is not None else [])
 
     def on_record_failed(self, message: m.RecordFailed) -> None:  # from the listen worker
         self.stop_listening()
@@ -154,6 +163,20 @@ class MainScreen(Screen):
         from guesser.tui.screens.game import GameScreen
 
         self.app.push_screen(GameScreen())
+
+    def action_teach(self) -> None:
+        if not self.app.can_record(self):
+            return
+        self.stop_listening()
+        from guesser.tui.screens.teach import TeachScreen
+
+        self.app.push_screen(TeachScreen())
+
+    def action_personal(self) -> None:
+        self.stop_listening()
+        from guesser.tui.screens.personal import PersonalScreen
+
+        self.app.push_screen(PersonalScreen())
 
     def action_devices(self) -> None:
         self.stop_listening()

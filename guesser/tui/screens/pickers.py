@@ -1,4 +1,4 @@
-"""Small modal choices: the input device, the game's target, the folder to save into."""
+"""Small modal choices: the input device, the game's target, the folder to save into, yes or no."""
 
 from __future__ import annotations
 
@@ -93,3 +93,21 @@ class SaveScreen(ModalScreen[Path | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question (forgetting a personal label): **y** confirms; **n** or **escape** does nothing."""
+
+    BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="picker-box"):
+            yield Static(self.question, id="confirm-question", markup=False)
+            yield Static("[b]y[/b] yes  ·  [b]n[/b] / [b]escape[/b] no", classes="dim")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)

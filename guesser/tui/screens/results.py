@@ -1,4 +1,4 @@
-"""One recording's answer: ranked labels with score bars, families, and each model's view."""
+"""One recording's answer: ranked labels with score bars, the user's own labels, families, and each model's view."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from textual.widgets import Footer, Static
 
 from guesser.confidence import headline as say
 from guesser.tui.session import Take
-from guesser.tui.widgets import ModelBreakdown, Ranking, Spectrogram, TitleBar
+from guesser.tui.widgets import ModelBreakdown, PersonalScores, Ranking, Spectrogram, TitleBar
 
 
 class ResultsScreen(Screen):
@@ -31,12 +31,15 @@ class ResultsScreen(Screen):
         t, p = self.take, self.take.prediction
         yield TitleBar("the guesses")
         top = p.labels[0] if p.labels else None
-        headline = f"#{t.number}  [b]{escape(say(p))}[/b] ({top.score:.2f})" if top else f"#{t.number}"
+        heard = getattr(p, "heard_personal", [])
+        yours = f"[b magenta]✓ yours: {escape(heard[0].name)}[/]  ·  " if heard else ""  # the user's own sound first
+        headline = f"#{t.number}  {yours}[b]{escape(say(p))}[/b] ({top.score:.2f})" if top else f"#{t.number}"
         yield Static(f"{headline}  ·  {t.duration:.1f} s from {escape(t.source)}  ·  {t.level.rms_db:.0f} dBFS RMS",
                      id="result-title")
         with Horizontal(id="result-body"):
             with Vertical(id="result-left"):
                 yield Spectrogram(fit=True, id="take-spectrogram")
+                yield PersonalScores("Yours", id="personal")
                 yield Ranking("Labels", top_k=10, id="labels")
             with Vertical(id="result-right"):
                 yield Ranking("Families", top_k=6, bar_width=16, id="families")
@@ -47,6 +50,7 @@ class ResultsScreen(Screen):
     def on_mount(self) -> None:
         p = self.take.prediction
         self.query_one("#take-spectrogram", Spectrogram).show(self.take.spectrum)
+        self.query_one("#personal", PersonalScores).show(getattr(p, "personal", []), highlight=self.take.target)
         self.query_one("#labels", Ranking).show(p.labels, highlight=self.take.target)
         self.query_one("#families", Ranking).show(p.families, highlight=self.take.target)
         self.query_one(ModelBreakdown).show(p.models, p.agreement)

@@ -1,9 +1,10 @@
-"""Widgets of the guesser app: spectrogram, level meter, rankings, history."""
+"""Widgets of the guesser app: spectrogram, level meter, rankings (personal labels too), history."""
 
 from guesser.tui.widgets.history import HistoryList
 from guesser.tui.widgets.level_meter import LevelMeter
+from guesser.tui.widgets.personal import PersonalScores
 from guesser.tui.widgets.ranking import ModelBreakdown, Ranking, score_bar
 from guesser.tui.widgets.spectrogram import Spectrogram
 from guesser.tui.widgets.title_bar import TitleBar
 
-__all__ = ["HistoryList", "LevelMeter", "ModelBreakdown", "Ranking", "Spectrogram", "TitleBar", "score_bar"]
+__all__ = ["HistoryList", "LevelMeter", "ModelBreakdown", "PersonalScores", "Ranking", "Spectrogram", "TitleBar", "score_bar"]
