@@ -361,21 +361,21 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path):
 
 def test_record_takes_from_the_microphone_and_retries_a_silent_one(shipped, tmp_path):
     from guesser.personal.command import run_teach
-    from guesser.recorder import ArrayBackend
+    from tuikit import TakesBackend
 
     seconds = 2.0
-    takes = [beeps(seed=i, seconds=seconds) for i in range(3)]
-    stream = np.concatenate([takes[0], np.zeros(int(SR * seconds), np.float32), takes[1], takes[2],
-                             np.zeros(SR * 4, np.float32)])
+    silence = np.zeros(int(SR * seconds), np.float32)
+    takes = [beeps(seed=0, seconds=seconds), silence, beeps(seed=1, seconds=seconds), beeps(seed=2, seconds=seconds)]
     store = Store(tmp_path / "p")
     out, err = io.StringIO(), io.StringIO()
+    backend = TakesBackend(takes, SR, speed=20)  # each capture hears the next clip: the second take is silent
     rc = run_teach("desk beeper", record=3, seconds=seconds, countdown=1, ensemble=shipped, store=store,
-                   backend=ArrayBackend(stream, SR, speed=20), out=out, err=err)
+                   backend=backend, out=out, err=err)
     assert rc == 0, err.getvalue()
     assert "take 2 was silent: again" in err.getvalue()
     label = store.get("desk beeper")
     assert label.sources == ("microphone take 1", "microphone take 2", "microphone take 3")
-    assert len(label.clip_paths()) == 3
+    assert len(label.clip_paths()) == 3 and backend.heard == 4
 
 
 def test_teaching_needs_a_background_sample_for_these_models(tmp_path, light_model_index):
