@@ -133,7 +133,7 @@ class PersonalLabel:
                 "sources": list(self.sources), "intercept": self.probe.intercept,
                 "threshold": self.probe.threshold,
                 "estimate": {"recognised": e.recognised, "examples": e.examples,
-                             "false_alarms": e.false_alarms, "background": e.background}}
+                             "false_alarms": e.false_alarms, "background": e.background, "set_aside": e.set_aside}}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"probe.coef": torch.from_numpy(np.asarray(self.probe.coef, np.float32))}
@@ -160,7 +160,7 @@ class PersonalLabel:
                         LinearProbe(tensors["probe.coef"].float().numpy(), float(meta["intercept"]),
                                     float(meta["threshold"])),
                         Estimate(int(e["recognised"]), int(e["examples"]), float(e["false_alarms"]),
-                                 int(e["background"])),
+                                 int(e["background"]), int(e.get("set_aside", 0))),
                         tuple(str(s) for s in meta["sources"]), dict(meta.get("features", {})),
                         str(meta["created"]), folder)
         except (KeyError, TypeError, ValueError) as err:
