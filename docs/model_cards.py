@@ -39,10 +39,13 @@ guesser preprocess ../shared/fsd50k-mini --out cache
 guesser train multi --recipes cnn4_real,cnn3_real,family_cnn_real --cache cache --out runs/real
 guesser select runs/real/* runs/previous/* --cache cache --out runs/selected.json
 guesser evaluate runs/selected.json --cache cache --groups ../shared/fsd50k-mini/sources.csv:origin
-guesser export runs/selected.json --out assets/models
+guesser export runs/selected.json --out assets/models --background cache   # + background.safetensors
 python docs/model_cards.py --ensemble runs/ensemble_eval.json --before runs/previous/ensemble_eval.json \\
     --goals docs/real_sounds.txt
 ```
+
+`--background cache` embeds 2,500 random train clips with the exported models into
+`assets/models/background.safetensors` (4.5 MB): what `guesser teach` fits a personal label against.
 
 **Numbers on fsd50k-mini are not comparable to published FSD50K results** (a different, smaller,
 partly synthetic corpus; see its README), nor with this page's numbers before the real-speech part

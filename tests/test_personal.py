@@ -382,3 +382,39 @@ def test_teaching_needs_a_background_sample_for_these_models(tmp_path, light_mod
     r = _cli(["kettle", *[str(write(tmp_path / f"g{i}.wav", beeps(seed=i))) for i in range(3)],
               "--models", str(light_model_index)], tmp_path)
     assert r.returncode != 0 and "no background sample" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------- the background sample
+
+
+def test_export_with_background_writes_a_sample_that_matches_what_the_app_computes(
+        light_model_index, fsd_cache, fsd_tree, tmp_path, monkeypatch):
+    """``guesser export --background``: the stored views of each clip are the app's own (from its audio), to fp16."""
+    from guesser.audio import load_audio
+    from guesser.ensemble import Ensemble
+    from guesser.personal.background import BackgroundSample
+
+    r = CliRunner().invoke(app, ["export", str(light_model_index), "--out", str(tmp_path / "exported"),
+                                 "--background", str(fsd_cache.directory.parent)])
+    assert r.exit_code == 0, r.output
+    sample = BackgroundSample.read(tmp_path / "exported" / "background.safetensors")
+    ensemble = Ensemble.load([tmp_path / "exported"])
+    assert {s.name for s in sample.models} == {m.name for m in ensemble.models}
+    train = {c.fname: c for c in fsd_tree.split("train")}
+    assert len(sample) == len(train) and set(sample.fnames) == set(train)  # fewer clips than asked: all of them
+    for row in (0, len(sample) // 2, len(sample) - 1):
+        clip = train[str(sample.fnames[row])]
+        assert list(sample.targets[row].nonzero()[0]) == sorted(sample.vocabulary.index(n) for n in clip.labels)
+        audio = load_audio(clip.path)
+        pred = ensemble.predict(audio.samples, audio.sample_rate, embeddings=True)
+        for m in ensemble.models:
+            want = View.of(pred.embeddings[m.name].numpy(), pred.clip_probs[m.name].numpy())
+            got = sample.views[m.name].rows([row])
+            np.testing.assert_allclose(got.pooled, want.pooled, rtol=2e-3, atol=1e-3)
+            np.testing.assert_allclose(got.probs, want.probs, rtol=2e-3, atol=1e-3)
+    # and a personal label can now be taught with these models
+    monkeypatch.setenv("GUESSER_DATA_DIR", str(tmp_path / "data"))
+    files = [str(write(tmp_path / f"t{i}.wav", beeps(seed=i))) for i in range(3)]
+    r = CliRunner().invoke(app, ["teach", "beeper", *files, "--models", str(tmp_path / "exported")])
+    assert r.exit_code == 0, r.output
+    assert "leave-one-out" in r.output
