@@ -25,8 +25,8 @@ sound" and reads the same for every label.
 
 Why some background clips are set aside first: the corpus may hold the very
 sound being taught (a cough, clapping). Those clips, labelled "not this",
-would push the threshold above the sound itself: taught from five coughs, the
-label then fired on 31 % of the eval coughs-and-the-like. A first fit finds the
+would push the threshold above the sound itself (taught from five Speech clips,
+the label fired on 2 % of the eval speech, at an AP of 0.93). A first fit finds the
 background clips that score at least as high as the weakest example, and they
 are left out of the fit and the calibration (5-shot recall at the operating point
 45.9 % instead of 23.7 %, false alarms 0.70 % instead of 0.08 %; fsd50k-mini, docs/benchmarks.md).
