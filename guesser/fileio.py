@@ -196,8 +196,13 @@ def _link_exclusive(tmp: Path, path: Path) -> None:
 
 def _fsync_dir(folder: Path) -> None:
     """Make the rename itself durable (where a folder can be opened; not on Windows)."""
+    fsync_path(folder)
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """fsync a file or a folder by name, best effort (a folder cannot be opened on Windows)."""
     try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if os.path.isdir(path) else 0))
     except OSError:
         return
     try:

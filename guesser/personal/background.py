@@ -50,8 +50,7 @@ class BackgroundSample:
 
         out = {}
         for k, v in self.views.items():
-            out[f"pooled.{k}"] = torch.from_numpy(np.asarray(v.pooled, np.float16))
-            out[f"probs.{k}"] = torch.from_numpy(np.asarray(v.probs, np.float16))
+            out.update(v.tensors(k, np.float16))  # half the bytes: 4.5 MB for 2,500 clips
         out["targets"] = torch.from_numpy(np.asarray(self.targets, np.uint8))
         return out
 
@@ -71,8 +70,7 @@ class BackgroundSample:
             if meta.get("kind") != KIND:
                 raise ValueError(f"a {meta.get('kind', 'unknown')} file")
             models = tuple(ModelStamp(str(m["name"]), str(m["sha256"])) for m in meta["models"])
-            views = {s.name: View(tensors[f"pooled.{s.name}"].float().numpy(), tensors[f"probs.{s.name}"].float().numpy())
-                     for s in models}
+            views = {s.name: View.from_tensors(tensors, s.name) for s in models}
             fnames = np.asarray([str(f) for f in meta["fnames"]])
             targets = tensors["targets"].numpy()
             vocab = tuple(str(v) for v in meta["vocabulary"])

@@ -68,6 +68,18 @@ class View:
     def stack(views: Sequence["View"]) -> "View":
         return View(np.concatenate([v.pooled for v in views]), np.concatenate([v.probs for v in views]))
 
+    def tensors(self, model: str, dtype=np.float32) -> dict:
+        """As stored in a safetensors file: ``pooled.<model>``, ``probs.<model>``."""
+        import torch
+
+        return {f"pooled.{model}": torch.from_numpy(np.asarray(self.pooled, dtype)),
+                f"probs.{model}": torch.from_numpy(np.asarray(self.probs, dtype))}
+
+    @classmethod
+    def from_tensors(cls, tensors: Mapping, model: str) -> "View":
+        """Read back what :meth:`tensors` stored (a missing key is a KeyError for the reader to report)."""
+        return cls(tensors[f"pooled.{model}"].float().numpy(), tensors[f"probs.{model}"].float().numpy())
+
 
 def pool(embedding: np.ndarray) -> np.ndarray:
     """[N, C·16] head inputs -> [N, C] per-channel means over the 4×4 map (other widths: as they are)."""

@@ -138,8 +138,7 @@ class PersonalLabel:
     def tensors(self) -> dict[str, torch.Tensor]:
         out = {"probe.coef": torch.from_numpy(np.asarray(self.probe.coef, np.float32))}
         for name, v in self.views.items():
-            out[f"pooled.{name}"] = torch.from_numpy(np.asarray(v.pooled, np.float32))
-            out[f"probs.{name}"] = torch.from_numpy(np.asarray(v.probs, np.float32))
+            out.update(v.tensors(name))
         return out
 
     @classmethod
@@ -153,8 +152,7 @@ class PersonalLabel:
             if meta.get("kind") != KIND:
                 raise ValueError(f"a {meta.get('kind', 'unknown')} file, not a personal label")
             models = tuple(ModelStamp(str(m["name"]), str(m["sha256"])) for m in meta["models"])
-            views = {s.name: View(tensors[f"pooled.{s.name}"].float().numpy(), tensors[f"probs.{s.name}"].float().numpy())
-                     for s in models}
+            views = {s.name: View.from_tensors(tensors, s.name) for s in models}
             e = meta["estimate"]
             label = cls(str(meta["name"]), models, views,
                         LinearProbe(tensors["probe.coef"].float().numpy(), float(meta["intercept"]),
@@ -272,14 +270,8 @@ def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
 
 
 def _fsync_tree(folder: Path) -> None:
+    """Every file and folder of a new label on disk before it is renamed into place."""
+    from guesser.fileio import fsync_path
+
     for p in [*folder.rglob("*"), folder]:
-        try:
-            fd = os.open(p, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fsync_path(p)
