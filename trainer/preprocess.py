@@ -59,7 +59,7 @@ def merge_shards(data_root: str | Path, out: str | Path, cfg: FeatureConfig) -> 
     The parts must have been built from the same clips (``plan.json``); the
     merge lock keeps a shard that finishes now from merging at the same time.
     """
-    from trainer.cache_build import CHUNK, _check_plan, _part_path, _take_lock
+    from trainer.cache_build import CHUNK, _check_plan, _chunk_done, _take_lock
 
     ds = Fsd50k.open(data_root)
     d = cache_dir(out, cfg)
@@ -69,7 +69,7 @@ def merge_shards(data_root: str | Path, out: str | Path, cfg: FeatureConfig) -> 
         raise GuesserError(f"{d}: nothing to merge (no parts/ folder); build the shards with --out {out} first")
     _check_plan(d, ds, list(SPLITS))
     missing = [(s, c) for s in SPLITS for c in range((len(ds.splits[s]) + CHUNK - 1) // CHUNK)
-               if not _part_path(d, s, c).exists()]
+               if not _chunk_done(d, s, c)]
     if missing:
         raise GuesserError(f"{d}: {len(missing)} chunk(s) not built yet (first: {missing[0][0]} #{missing[0][1]}); "
                            "run the remaining shards first")
