@@ -25,6 +25,7 @@ from time-major frames. Caches of layout 1 (time-major ``[sum T, M]``) still ope
 from __future__ import annotations
 
 import json
+import mmap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,6 +34,7 @@ import numpy as np
 from guesser.errors import DataError
 from guesser.features import PAD_DB, FeatureConfig, ShortPolicy, noise_fill
 
+RELEASE_BYTES = 256 << 20  # drop the mapped pages from this process after this many bytes read (see CachedSplit)
 CACHE_VERSION = 2  # 2: clips stored as mel-major [M, T] blocks; 1: time-major [sum T, M] (still readable)
 READABLE_VERSIONS = (1, 2)
 
@@ -58,6 +60,7 @@ class CachedSplit:
     vocabulary: tuple[str, ...]
     n_mels: int | None = None  # needed for layout 2; layout 1 carries it in its shape
     _plain: np.ndarray = field(init=False, repr=False, compare=False)
+    _read: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.frames.ndim == 2:
@@ -65,6 +68,28 @@ class CachedSplit:
         elif self.n_mels is None:
             raise ValueError("n_mels is needed to read 1-D (layout 2) frames")
         self._plain = self.frames.view(np.ndarray)  # slicing a memmap makes costlier memmap objects
+
+    def _touched(self, nbytes: int) -> None:
+        """Count bytes read through the map; every RELEASE_BYTES, unmap the pages from this process.
+
+        Every page of a memory map that a process has read counts towards its
+        resident set until the kernel needs the memory back: one epoch over
+        FSD50K's train split would show 6 GB of RSS (and evaluation the eval
+        split's 1.7 GB) although nothing is allocated. ``MADV_DONTNEED`` on a
+        read-only file mapping only drops this process's page-table entries;
+        the data stays in the page cache, so the next read of it is a minor
+        fault, not a disk read. RSS stays near RELEASE_BYTES at any data size.
+        """
+        self._read += nbytes
+        if self._read < RELEASE_BYTES:
+            return
+        self._read = 0
+        mm = getattr(self.frames, "_mmap", None)  # np.memmap's mapping; None for an in-memory array
+        if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+            try:
+                mm.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):  # a closed map, or a platform that refuses: only memory accounting
+                pass
 
     def __len__(self) -> int:
         return len(self.fnames)
@@ -83,7 +108,9 @@ class CachedSplit:
 
     def clip(self, i: int) -> np.ndarray:
         """Full log-mel of clip i as float32 [M, T]."""
-        return np.ascontiguousarray(self.block(i), dtype=np.float32)
+        blk = self.block(i)
+        self._touched(blk.nbytes)
+        return np.ascontiguousarray(blk, dtype=np.float32)
 
     def crops(
         self, indices, n_frames: int, rng: np.random.Generator | None = None, policy: ShortPolicy = "tile"
@@ -126,6 +153,7 @@ class CachedSplit:
                     step = min(n, n_frames - k)
                     out[b, :, k : k + step] = blk[:, :step]
                     k += step
+        self._touched(out.nbytes)
         # torch's float16 -> float32 copy is vectorised (numpy's astype is ~15x slower); copy_ into a fresh
         # tensor is ~2x faster than .float()
         result = torch.empty(out.shape, dtype=torch.float32)
