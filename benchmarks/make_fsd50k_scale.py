@@ -60,6 +60,7 @@ MIN_S, MAX_S = 0.3, 30.0
 P_30S = 0.07  # share of clips cut at exactly 30 s (FSD50K's long Freesound uploads end at its cap)
 LOGN_MEDIAN, LOGN_SIGMA = 4.0, 0.95  # the rest: lognormal, truncated to 0.3-30 s; mean of all ~ 7.6 s
 N_SHORT = 30  # clips of exactly 0.3 s
+N_LONG = 5  # clips of exactly 30 s even when --seconds-scale shortens the rest
 N_RARE = 6  # labels with exactly one eval clip
 P_MIX = 0.15  # clips that mix two labels' sounds (the union of their labels)
 SOURCES_PER_LABEL = 6
@@ -126,17 +127,23 @@ def split_sizes(n: int) -> dict[str, int]:
     return {"train": n_dev - n_val, "val": n_val, "eval": n_eval}
 
 
-def durations(rng: np.random.Generator, n: int) -> np.ndarray:
-    """FSD50K-like lengths: a lognormal body in 0.3-30 s, 7 % cut at 30 s, and N_SHORT clips of exactly 0.3 s."""
+def durations(rng: np.random.Generator, n: int, scale: float = 1.0) -> np.ndarray:
+    """FSD50K-like lengths: a lognormal body in 0.3-30 s, 7 % cut at 30 s, and N_SHORT clips of exactly 0.3 s.
+
+    ``scale`` < 1 shortens every clip (a quick test of the same flow) but keeps
+    a few at exactly 30 s and 0.3 s: the oddities stay.
+    """
     d = np.exp(rng.normal(np.log(LOGN_MEDIAN), LOGN_SIGMA, n))
     d = np.clip(d, MIN_S, MAX_S)
     d[rng.random(n) < P_30S] = MAX_S
-    short = rng.choice(n, size=min(N_SHORT, n // 20), replace=False)
-    d[short] = MIN_S
+    d = np.clip(d * scale, MIN_S, MAX_S)
+    odd = rng.choice(n, size=min(N_SHORT, n // 20) + N_LONG, replace=False)
+    d[odd[:N_LONG]] = MAX_S
+    d[odd[N_LONG:]] = MIN_S
     return np.round(d * RATE) / RATE
 
 
-def make_plan(n: int, pool_labels: list[list[int]], space, seed: int) -> Plan:
+def make_plan(n: int, pool_labels: list[list[int]], space, seed: int, seconds_scale: float = 1.0) -> Plan:
     """Splits, fnames, lengths, labels and sources of every clip (deterministic in ``seed``)."""
     rng = np.random.default_rng([seed, 1])
     n_labels = len(space.vocabulary)
@@ -154,7 +161,7 @@ def make_plan(n: int, pool_labels: list[list[int]], space, seed: int) -> Plan:
     split = np.array(["train"] * sizes["train"] + ["val"] * sizes["val"] + ["eval"] * sizes["eval"])
     # dev and eval are separate uploads in FSD50K: ids interleave, so shuffle who gets which id
     ids = rng.choice(np.arange(1, max(10 * n, 1000)), size=n, replace=False)
-    secs = durations(rng, n)
+    secs = durations(rng, n, seconds_scale)
     eval_idx = np.flatnonzero(split == "eval")
     designated = dict(zip(eval_idx[: len(rare)].tolist(), rare))  # eval clip -> its one rare label
 
@@ -375,13 +382,14 @@ def summary(clips: list[ClipPlan], rare: list[str]) -> dict:
     }
 
 
-def generate(out: Path, n: int, source: Path | None, jobs: int, seed: int, progress: bool = True) -> dict:
+def generate(out: Path, n: int, source: Path | None, jobs: int, seed: int, progress: bool = True,
+             seconds_scale: float = 1.0) -> dict:
     """Write the whole tree under ``out``; returns what ``scale.json`` records."""
     t0 = time.perf_counter()
     space = label_space(source)
     pool, pool_labels = (read_sources(source, space, SOURCES_PER_LABEL, seed) if source is not None
                          else synth_sources(len(space.vocabulary), seed))
-    plan = make_plan(n, pool_labels, space, seed)
+    plan = make_plan(n, pool_labels, space, seed, seconds_scale)
     for folder in (DEV, EVAL):
         (out / folder).mkdir(parents=True, exist_ok=True)
     write_csvs(out, plan.clips, plan.vocabulary)
@@ -457,7 +465,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--subset-of", type=Path, default=None, help="sample the rows of this generated tree instead")
     ap.add_argument("--jobs", "-j", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seconds-scale", type=float, default=1.0,
+                    help="shorten every clip by this factor (tests); a few stay at exactly 30 s and 0.3 s")
     args = ap.parse_args(argv)
+    if not 0 < args.seconds_scale <= 1:
+        print(f"error: --seconds-scale must be in (0, 1], got {args.seconds_scale}", file=sys.stderr)
+        return 2
     if args.clips < 60:
         print(f"error: --clips must be at least 60 (the oddities need room), got {args.clips}", file=sys.stderr)
         return 2
@@ -469,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.subset_of is not None:
         info = subset(args.out, args.subset_of, args.clips, args.seed)
     else:
-        info = generate(args.out, args.clips, args.source, max(1, args.jobs), args.seed)
+        info = generate(args.out, args.clips, args.source, max(1, args.jobs), args.seed,
+                        seconds_scale=args.seconds_scale)
     print(json.dumps(info, indent=1))
     return 0
 

@@ -10,8 +10,8 @@ and reports, per process, the peak resident set split the way the kernel
 counts it: ``RssAnon`` (private memory: what can run a machine out of RAM) and
 ``RssFile`` (pages of mapped files, e.g. the memory-mapped cache: the kernel
 drops them under pressure, but ``ps``/``time`` count them). ``--kill-after S``
-sends SIGKILL to the command (only to it: its workers must notice on their own,
-as after a real ``kill -9``) after S seconds, for the resume rehearsal.
+sends SIGKILL (or ``--signal INT``, a Ctrl-C) to the command after S seconds,
+only to it: its workers must notice on their own, as after a real ``kill -9``.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--interval", type=float, default=0.25)
     ap.add_argument("--kill-after", type=float, default=None)
+    ap.add_argument("--signal", default="KILL", help="what --kill-after sends: KILL (kill -9), INT (Ctrl-C), TERM")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             anon += st.get("RssAnon", 0)
         tree_peak, tree_anon_peak = max(tree_peak, total), max(tree_anon_peak, anon)
         if args.kill_after is not None and not killed and time.perf_counter() - t0 >= args.kill_after:
-            os.kill(proc.pid, signal.SIGKILL)
+            os.kill(proc.pid, getattr(signal, "SIG" + args.signal.upper()))
             killed = True
         time.sleep(args.interval)
     wall = time.perf_counter() - t0
