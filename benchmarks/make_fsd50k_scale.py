@@ -210,7 +210,8 @@ def read_sources(source: Path, space, per_label: int, seed: int) -> tuple[list[n
     """
     import soundfile as sf
     import torch
-    import torchaudio.functional as AF
+
+    from guesser.features import resample
 
     rng = np.random.default_rng([seed, 2])
     rows: dict[int, list[tuple[Path, list[int]]]] = {}
@@ -240,7 +241,7 @@ def read_sources(source: Path, space, per_label: int, seed: int) -> tuple[list[n
         if len(x) < sr // 10 or not np.isfinite(x).all() or np.abs(x).max() < 1e-4:
             continue
         if sr != RATE:
-            x = AF.resample(torch.from_numpy(x), sr, RATE).numpy()
+            x = resample(torch.from_numpy(np.ascontiguousarray(x)), sr, RATE).numpy().reshape(-1)
         audio.append((x / max(np.abs(x).max(), 1e-6) * 0.8).astype(np.float32))
         labels.append(labs)
     have = {labs[0] for labs in labels}
@@ -263,10 +264,11 @@ def synth_sources(n_labels: int, seed: int, per_label: int = 2) -> tuple[list[np
             f0 = 60.0 * 2 ** (lab / n_labels * 6.5)  # 60 Hz .. 5.4 kHz, one pitch per label
             x = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6.3)) / h for h in range(1, 2 + lab % 5))
             x = x * (0.6 + 0.4 * np.sin(2 * np.pi * (0.5 + lab % 7) * t))  # its own tremolo
-            noise = np.fft.rfft(rng.standard_normal(n))
-            f = np.fft.rfftfreq(n, 1 / RATE)
-            noise[(f < f0 * 1.5) | (f > f0 * 4)] = 0
-            x = x + 0.5 * np.fft.irfft(noise, n) / max(np.std(np.fft.irfft(noise, n)), 1e-9) * 0.1
+            # its own noise band: smoothed noise (a box low-pass) moved up to 2 x its pitch (ring modulation)
+            width = max(2, int(RATE / (f0 * 2)))
+            band = np.convolve(rng.standard_normal(n), np.ones(width) / width, mode="same")
+            band *= np.sin(2 * np.pi * 2 * f0 * t)
+            x = x + 0.1 * band / max(float(np.std(band)), 1e-9)
             audio.append((x / np.abs(x).max() * 0.8).astype(np.float32))
             labels.append([lab])
     return audio, labels
