@@ -13,6 +13,7 @@ frames plus an index of offsets, lengths and targets::
       report.json                 clips that were skipped, and why
       manifest.json               written last: the cache is complete
       plan.json, parts/           only while building: what is being built, finished chunks
+      .<split>.merge.npz, .<split>.frames.npy.partial   only while merging (parts are consumed as they are appended)
 
 The builder (workers, plan, locks, merge) is :mod:`trainer.cache_build`.
 
