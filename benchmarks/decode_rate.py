@@ -4,6 +4,9 @@
 
 A cache worker does exactly this per clip (``load_audio`` then ``log_mel``),
 so with ``-j N`` on N free cores a build can reach at most N times this rate.
+On a shared machine, compare CPU time instead: CPU ms per second of audio here
+against the build's workers' CPU seconds (``benchmarks/peak_rss.py``) per
+second of audio built; their ratio is the build's parallel efficiency.
 The sample is a seeded random draw of the root's clips (dev and eval); since
 the cost grows with a clip's length, the rate is given per clip and per
 second of audio, and converted to the root's own mean length: that last
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         Path(c.path).read_bytes()
     print(f"{len(sample)} clips of {args.root}; load average {os.getloadavg()[0]:.2f}")
     for cfg in parse_presets(args.features):
-        t0, audio_s, n = time.perf_counter(), 0.0, 0
+        t0, c0, audio_s, n = time.perf_counter(), time.process_time(), 0.0, 0
         for c in sample:
             try:
                 a = load_audio(c.path)
@@ -54,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
             audio_s += a.samples.shape[-1] / a.sample_rate
             durations[c.fname] = a.samples.shape[-1] / a.sample_rate
             n += 1
-        wall = time.perf_counter() - t0
-        print(f"{cfg.key}: {n / wall:.1f} clips/s, {audio_s / wall:.0f} s of audio/s "
-              f"(sample mean {audio_s / max(n, 1):.2f} s/clip, {wall:.1f} s)")
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        print(f"{cfg.key}: {n / wall:.1f} clips/s, {audio_s / wall:.0f} s of audio/s; CPU {cpu / max(n, 1) * 1000:.1f} ms/clip, "
+              f"{cpu / max(audio_s, 1e-9) * 1000:.2f} ms per s of audio (sample mean {audio_s / max(n, 1):.2f} s/clip, {wall:.1f} s)")
     print(f"load average {os.getloadavg()[0]:.2f} at end")
     return 0
 

@@ -40,6 +40,15 @@ def _status(pid: int) -> dict[str, int] | None:
     return out
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (``/proc/PID/stat`` fields 14 and 15)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _children() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
@@ -95,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             if not st:
                 continue
             p = peaks.setdefault(pid, {"cmd": _cmdline(pid), "rss_kb": 0, "anon_kb": 0, "file_kb": 0,
-                                       "root": pid == proc.pid})
+                                       "root": pid == proc.pid, "cpu_s": 0.0})
+            p["cpu_s"] = max(p["cpu_s"], _cpu_seconds(pid) or 0.0)  # the last reading before it exits
             for k_out, k_in in (("rss_kb", "VmRSS"), ("anon_kb", "RssAnon"), ("file_kb", "RssFile")):
                 p[k_out] = max(p[k_out], st.get(k_in, 0))
             total += st.get("VmRSS", 0)
@@ -118,9 +128,12 @@ def main(argv: list[str] | None = None) -> int:
         "worker_peak_rss_mb": round(max((p["rss_kb"] for p in workers), default=0) / 1024, 1),
         "worker_peak_anon_mb": round(max((p["anon_kb"] for p in workers), default=0) / 1024, 1),
         "tree_peak_rss_mb": round(tree_peak / 1024, 1), "tree_peak_anon_mb": round(tree_anon_peak / 1024, 1),
+        "cpu_s": round(sum(p["cpu_s"] for p in peaks.values()), 1),
+        "worker_cpu_s": round(sum(p["cpu_s"] for p in workers), 1),
         "processes": len(peaks), "survivors": [_cmdline(p) for p in survivors],
         "per_process": sorted(({"cmd": p["cmd"], "rss_mb": round(p["rss_kb"] / 1024, 1),
-                                "anon_mb": round(p["anon_kb"] / 1024, 1), "file_mb": round(p["file_kb"] / 1024, 1)}
+                                "anon_mb": round(p["anon_kb"] / 1024, 1), "file_mb": round(p["file_kb"] / 1024, 1),
+                                "cpu_s": round(p["cpu_s"], 1)}
                                for p in peaks.values()), key=lambda p: -p["rss_mb"])[:8],
     }
     text = json.dumps(report, indent=1)
