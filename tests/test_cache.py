@@ -225,6 +225,16 @@ def test_a_merge_killed_between_parts_resumes_byte_identical(fsd_root: Path, ref
     assert_same_cache(d, reference)
 
 
+def test_four_sequential_shards_then_merge_equal_a_single_build(fsd_root: Path, reference: Path, tmp_path):
+    # the rehearsal's multi-machine path: --shard 0/4 ... 3/4 one after the other, then --merge
+    from trainer.preprocess import merge_shards
+
+    for i in range(4):
+        assert not build_cache(fsd_root, tmp_path, SEED_CNN, jobs=1, progress=False, shard=(i, 4), merge=False).merged
+    assert merge_shards(fsd_root, tmp_path, SEED_CNN).merged
+    assert_same_cache(cache_dir(tmp_path, SEED_CNN), reference)
+
+
 def test_merge_shards_resumes_a_killed_merge(fsd_root: Path, reference: Path, tmp_path, monkeypatch):
     from trainer.preprocess import merge_shards
 
