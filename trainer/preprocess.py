@@ -101,7 +101,8 @@ def run_preprocess(data_root: Path, out: Path, *, jobs: int | None, features: st
         if merge_only:
             res = merge_shards(data_root, out, cfg)
         else:
-            res = build_cache(data_root, out, cfg, jobs=jobs or default_jobs(), shard=shard, progress=progress)
+            res = build_cache(data_root, out, cfg, jobs=jobs or default_jobs(), shard=shard, progress=progress,
+                              title=f"log-mel {preset_of(cfg) or cfg.key}")
         results.append(res)
         if res.merged:
             console.print(f"cache {escape(str(res.directory))}", soft_wrap=True)  # a path: never folded
@@ -112,7 +113,8 @@ def run_preprocess(data_root: Path, out: Path, *, jobs: int | None, features: st
                 table.add_row(split, str(n))
             console.print(table)
             if res.skipped:
-                console.print(f"[yellow]skipped {len(res.skipped)} clip(s); see {escape(str(res.directory / 'report.json'))}[/]")
+                console.print(f"[yellow]skipped {len(res.skipped)} clip(s); see {escape(str(res.directory / 'report.json'))}[/]",
+                              soft_wrap=True)  # a path: never folded
                 for s in res.skipped[:5]:
                     console.print(f"  {s['split']} {s['fname']}: {s['reason']}", markup=False, highlight=False)
         elif res.merging_elsewhere:
