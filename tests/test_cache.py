@@ -491,3 +491,36 @@ def test_reading_a_split_end_to_end_does_not_keep_it_resident(tmp_path, monkeypa
     for b in range(0, n, 16):
         assert split.crops(np.arange(b, b + 16), t, np.random.default_rng(b)).shape == (16, m, t)
     assert _rss_file_kb() - before < 12 * 1024  # without releasing the pages: ~40,000 kB
+
+
+WORKER_MEMORY = """
+import numpy as np, sys
+import trainer.cache_build as c
+if sys.argv[1] == "worker":
+    c._init_worker()
+from guesser.features import SEED_CNN, log_mel
+
+def anon():  # live memory: freed heap handed back first (glibc), so only what is kept counts
+    import ctypes
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("RssAnon"))
+
+rng = np.random.default_rng(0)
+log_mel(np.zeros(44100, np.float32), 44100, SEED_CNN)
+before = anon()
+for n in rng.integers(10 * 44100, 30 * 44100, 60):  # 60 clips, 60 lengths (FSD50K: nearly every clip its own)
+    log_mel(rng.standard_normal(int(n)).astype(np.float32) * 0.1, 44100, SEED_CNN)
+print((anon() - before) // 1024)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/self/status (Linux)")
+def test_a_cache_worker_does_not_grow_with_the_number_of_clip_lengths():
+    grown = {}
+    for mode in ("worker", "plain"):
+        p = subprocess.run([sys.executable, "-c", WORKER_MEMORY, mode], capture_output=True, text=True, timeout=300,
+                           env={k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"})
+        assert p.returncode == 0, p.stderr
+        grown[mode] = int(p.stdout.split()[-1])
+    # MB after 60 lengths (measured: ~29 plain, ~9 worker): a plain process keeps a primitive per length
+    assert grown["worker"] < 15 and grown["plain"] > grown["worker"] + 12, grown
