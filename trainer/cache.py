@@ -35,7 +35,7 @@ import numpy as np
 from guesser.errors import DataError
 from guesser.features import PAD_DB, FeatureConfig, ShortPolicy, noise_fill
 
-RELEASE_BYTES = 256 << 20  # drop the mapped pages from this process after this many bytes read (see CachedSplit)
+RELEASE_BYTES = 64 << 20  # drop the mapped pages from this process after blocks of this many bytes were read (CachedSplit)
 CACHE_VERSION = 2  # 2: clips stored as mel-major [M, T] blocks; 1: time-major [sum T, M] (still readable)
 READABLE_VERSIONS = (1, 2)
 
@@ -71,7 +71,7 @@ class CachedSplit:
         self._plain = self.frames.view(np.ndarray)  # slicing a memmap makes costlier memmap objects
 
     def _touched(self, nbytes: int) -> None:
-        """Count bytes read through the map; every RELEASE_BYTES, unmap the pages from this process.
+        """Count the bytes of the blocks read through the map; every RELEASE_BYTES, unmap the pages from this process.
 
         Every page of a memory map that a process has read counts towards its
         resident set until the kernel needs the memory back: one epoch over
@@ -79,7 +79,9 @@ class CachedSplit:
         split's 1.7 GB) although nothing is allocated. ``MADV_DONTNEED`` on a
         read-only file mapping only drops this process's page-table entries;
         the data stays in the page cache, so the next read of it is a minor
-        fault, not a disk read. RSS stays near RELEASE_BYTES at any data size.
+        fault, not a disk read. The kernel maps more than was read (read-around:
+        ~0.6 MB per FSD50K clip whose block is 0.17 MB), so RSS stays at a few
+        times RELEASE_BYTES, at any data size.
         """
         self._read += nbytes
         if self._read < RELEASE_BYTES:
@@ -154,7 +156,7 @@ class CachedSplit:
                     step = min(n, n_frames - k)
                     out[b, :, k : k + step] = blk[:, :step]
                     k += step
-        self._touched(out.nbytes)
+        self._touched(int(lengths.sum()) * self.n_mels * 2)  # whole blocks: a crop of every row touches every page
         # torch's float16 -> float32 copy is vectorised (numpy's astype is ~15x slower); copy_ into a fresh
         # tensor is ~2x faster than .float()
         result = torch.empty(out.shape, dtype=torch.float32)
