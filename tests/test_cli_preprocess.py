@@ -102,6 +102,8 @@ def test_shards_by_torchrun_env_and_by_flag_then_merge(tiny, tmp_path, monkeypat
     r0 = run(str(tiny.root), "--out", str(out), "-j", "1", "--no-progress", env={"RANK": "0", "WORLD_SIZE": "2"})
     assert r0.exit_code == 0, r0.output
     assert "shard 0/2" in r0.stderr and "--merge" in r0.stderr
+    # the merge command on one line, to copy (the rehearsal's long paths folded it at 80 columns)
+    assert f"(guesser preprocess {tiny.root} --out {out} --merge)" in r0.stderr.splitlines()[-1]
     assert not (cache_dir(out, SEED_CNN) / "manifest.json").exists()
     one_line_error(run(str(tiny.root), "--out", str(out), "--merge"), "chunk(s) not built yet")
     r1 = run(str(tiny.root), "--out", str(out), "-j", "1", "--no-progress", "--shard", "1/2")

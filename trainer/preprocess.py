@@ -119,11 +119,12 @@ def run_preprocess(data_root: Path, out: Path, *, jobs: int | None, features: st
                     console.print(f"  {s['split']} {s['fname']}: {s['reason']}", markup=False, highlight=False)
         elif res.merging_elsewhere:
             console.print(f"every chunk of {cfg.key} is built; another process is merging them "
-                          f"(lock {res.directory / '.merge.lock'}; if none is, delete the lock and rerun)", markup=False)
+                          f"(lock {res.directory / '.merge.lock'}; if none is, delete the lock and rerun)", markup=False,
+                          soft_wrap=True)
         elif shard[1] > 1:
             console.print(f"shard {shard[0]}/{shard[1]} of {cfg.key} done; merge once every shard has finished "
-                          f"(guesser preprocess {data_root} --out {out} --merge)", markup=False)
+                          f"(guesser preprocess {data_root} --out {out} --merge)", markup=False, soft_wrap=True)
         else:  # only when a part went missing under a concurrent run: the same command finishes it
             console.print(f"{cfg.key}: not finished (a concurrent run removed some parts); "
-                          f"rerun: guesser preprocess {data_root} --out {out}", markup=False)
+                          f"rerun: guesser preprocess {data_root} --out {out}", markup=False, soft_wrap=True)
     return results
