@@ -173,6 +173,89 @@ def test_a_crash_during_the_merge_resumes(fsd_root: Path, reference: Path, tmp_p
     assert_same_cache(d, reference)
 
 
+def _merge_bytes(d: Path) -> int:
+    """Bytes of frames on disk in a cache folder: parts, joined frames and a merge's partial files."""
+    return sum(p.stat().st_size for p in d.rglob("*") if p.is_file()
+               and (p.parent.name == "parts" or ".frames.npy" in p.name))
+
+
+def test_the_merge_needs_room_for_one_part_not_a_second_copy(fsd_root: Path, reference: Path, tmp_path, monkeypatch):
+    # FSD50K's seed cache is 8.6 GB: a merge that kept every part until the end needed 17 GB free
+    build_cache(fsd_root, tmp_path, SEED_CNN, jobs=1, progress=False, merge=False)
+    d = cache_dir(tmp_path, SEED_CNN)
+    biggest = max(p.stat().st_size for p in (d / "parts").glob("*.npz"))
+    real_fsync, seen = os.fsync, []
+
+    def measuring(fd):
+        real_fsync(fd)
+        seen.append(_merge_bytes(d))
+
+    monkeypatch.setattr(cache_mod.os, "fsync", measuring)
+    assert build_cache(fsd_root, tmp_path, SEED_CNN, jobs=1, progress=False).merged
+    final = sum((d / f"{s}.frames.npy").stat().st_size for s in ("train", "val", "eval"))
+    assert len(seen) >= 13  # every synced append (and atomic write) was measured
+    assert max(seen) <= final + 2 * biggest  # one part in two places, plus the parts' own headers; was 2 x final
+    assert_same_cache(d, reference)
+
+
+def test_a_merge_killed_between_parts_resumes_byte_identical(fsd_root: Path, reference: Path, tmp_path, monkeypatch):
+    build_cache(fsd_root, tmp_path, SEED_CNN, jobs=1, progress=False, merge=False)
+    d = cache_dir(tmp_path, SEED_CNN)
+    real_fsync, appends = os.fsync, []
+    partial = d / ".train.frames.npy.partial"
+
+    def killed_on_the_third(fd):
+        real_fsync(fd)
+        if partial.exists():  # a synced append (not one of atomic_write's syncs)
+            appends.append(fd)
+            if len(appends) == 2:  # train part 1 is in the partial file, not yet deleted
+                raise Crash("killed in the middle of the merge")
+
+    monkeypatch.setattr(cache_mod.os, "fsync", killed_on_the_third)
+    with pytest.raises(Crash):
+        build_cache(fsd_root, tmp_path, SEED_CNN, jobs=1, progress=False)
+    monkeypatch.setattr(cache_mod.os, "fsync", real_fsync)
+    assert partial.exists() and not (d / "parts" / "train-000000.npz").exists()
+    assert (d / "parts" / "train-000001.npz").exists() and (d / "parts" / "train-000002.npz").exists()
+    with open(partial, "ab") as f:  # and half of the next part's bytes made it to disk
+        f.write(b"\x01" * 1000)
+    redone: list = []
+    res = build_cache(fsd_root, tmp_path, SEED_CNN, jobs=1, progress=False, on_chunk=lambda s, c: redone.append(c))
+    assert res.merged and redone == []  # the consumed parts are not rebuilt
+    assert_same_cache(d, reference)
+
+
+def test_four_sequential_shards_then_merge_equal_a_single_build(fsd_root: Path, reference: Path, tmp_path):
+    # the rehearsal's multi-machine path: --shard 0/4 ... 3/4 one after the other, then --merge
+    from trainer.preprocess import merge_shards
+
+    for i in range(4):
+        assert not build_cache(fsd_root, tmp_path, SEED_CNN, jobs=1, progress=False, shard=(i, 4), merge=False).merged
+    assert merge_shards(fsd_root, tmp_path, SEED_CNN).merged
+    assert_same_cache(cache_dir(tmp_path, SEED_CNN), reference)
+
+
+def test_merge_shards_resumes_a_killed_merge(fsd_root: Path, reference: Path, tmp_path, monkeypatch):
+    from trainer.preprocess import merge_shards
+
+    for i in range(2):
+        build_cache(fsd_root, tmp_path, SEED_CNN, jobs=1, progress=False, shard=(i, 2), merge=False)
+    real_fsync, calls = os.fsync, []
+
+    def killed(fd):
+        real_fsync(fd)
+        calls.append(fd)
+        if len(calls) == 2:
+            raise Crash("killed")
+
+    monkeypatch.setattr(cache_mod.os, "fsync", killed)
+    with pytest.raises(Crash):
+        merge_shards(fsd_root, tmp_path, SEED_CNN)
+    monkeypatch.setattr(cache_mod.os, "fsync", real_fsync)
+    assert merge_shards(fsd_root, tmp_path, SEED_CNN).merged  # consumed parts are not "missing chunks"
+    assert_same_cache(cache_dir(tmp_path, SEED_CNN), reference)
+
+
 KILL_SCRIPT = """
 import sys, time
 import trainer.cache_build as c
@@ -377,3 +460,67 @@ def test_a_split_that_was_not_cached(fsd_root: Path, tmp_path):
     with pytest.raises(DataError, match="no train statistics"):
         cache.feature_config("global")
     assert len(cache.split("val")) == 10
+
+
+# ---------------------------------------------------------------- memory at any data size
+
+
+def _rss_file_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/self/status (Linux)")
+def test_reading_a_split_end_to_end_does_not_keep_it_resident(tmp_path, monkeypatch):
+    # an epoch over FSD50K's train split touched every page of a 6 GB map: RSS grew with the data set
+    import trainer.cache as reader
+    from trainer.cache import CachedSplit
+
+    n, m, t = 160, 128, 1000  # 41 MB of frames
+    path = tmp_path / "train.frames.npy"
+    np.save(path, np.full(n * m * t, 1.5, np.float16))
+    lengths = np.full(n, t, np.int64)
+    split = CachedSplit("train", np.load(path, mmap_mode="r"), np.asarray([str(i) for i in range(n)]),
+                        np.arange(n, dtype=np.int64) * t, lengths, np.zeros((n, 3), np.uint8), ("a", "b", "c"), n_mels=m)
+    monkeypatch.setattr(reader, "RELEASE_BYTES", 2 << 20, raising=False)
+    before = _rss_file_kb()
+    for i in range(n):
+        assert split.clip(i)[0, 0] == 1.5
+    for b in range(0, n, 16):
+        assert split.crops(np.arange(b, b + 16), t, np.random.default_rng(b)).shape == (16, m, t)
+    assert _rss_file_kb() - before < 12 * 1024  # without releasing the pages: ~40,000 kB
+
+
+WORKER_MEMORY = """
+import numpy as np, sys
+import trainer.cache_build as c
+if sys.argv[1] == "worker":
+    c._init_worker()
+from guesser.features import SEED_CNN, log_mel
+
+def anon():  # live memory: freed heap handed back first (glibc), so only what is kept counts
+    import ctypes
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("RssAnon"))
+
+rng = np.random.default_rng(0)
+log_mel(np.zeros(44100, np.float32), 44100, SEED_CNN)
+before = anon()
+for n in rng.integers(10 * 44100, 30 * 44100, 60):  # 60 clips, 60 lengths (FSD50K: nearly every clip its own)
+    log_mel(rng.standard_normal(int(n)).astype(np.float32) * 0.1, 44100, SEED_CNN)
+print((anon() - before) // 1024)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/self/status (Linux)")
+def test_a_cache_worker_does_not_grow_with_the_number_of_clip_lengths():
+    grown = {}
+    for mode in ("worker", "plain"):
+        p = subprocess.run([sys.executable, "-c", WORKER_MEMORY, mode], capture_output=True, text=True, timeout=300,
+                           env={k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"})
+        assert p.returncode == 0, p.stderr
+        grown[mode] = int(p.stdout.split()[-1])
+    # MB after 60 lengths (measured: ~29 plain, ~9 worker): a plain process keeps a primitive per length
+    assert grown["worker"] < 15 and grown["plain"] > grown["worker"] + 12, grown

@@ -102,6 +102,8 @@ def test_shards_by_torchrun_env_and_by_flag_then_merge(tiny, tmp_path, monkeypat
     r0 = run(str(tiny.root), "--out", str(out), "-j", "1", "--no-progress", env={"RANK": "0", "WORLD_SIZE": "2"})
     assert r0.exit_code == 0, r0.output
     assert "shard 0/2" in r0.stderr and "--merge" in r0.stderr
+    # the merge command on one line, to copy (the rehearsal's long paths folded it at 80 columns)
+    assert f"(guesser preprocess {tiny.root} --out {out} --merge)" in r0.stderr.splitlines()[-1]
     assert not (cache_dir(out, SEED_CNN) / "manifest.json").exists()
     one_line_error(run(str(tiny.root), "--out", str(out), "--merge"), "chunk(s) not built yet")
     r1 = run(str(tiny.root), "--out", str(out), "-j", "1", "--no-progress", "--shard", "1/2")
@@ -177,3 +179,28 @@ def test_missing_cache_error_names_a_command_that_works(tiny, tmp_path):
     r = CliRunner().invoke(app, [*argv, "-j", "1", "--no-progress"])
     assert r.exit_code == 0, r.output
     ensure_cache(empty, COMPACT, None, progress=False)  # now there: nothing to do, no error
+
+
+def test_the_progress_line_fits_80_columns_at_fsd50k_size():
+    # a log file or CI gets 80 columns: the key-long title squeezed the counter to "51197/5…"
+    import io
+
+    from rich.console import Console
+
+    from trainer.preprocess import preset_of
+
+    console = Console(width=80, file=io.StringIO(), record=True, force_terminal=False)
+    with cache_mod.progress_bar(console) as bar:
+        task = bar.add_task(f"log-mel {preset_of(SEED_CNN)}", total=51197, rate=0.0)
+        bar.update(task, completed=51197, rate=123.4)
+    line = console.export_text().strip()
+    assert "51197/51197" in line and "123.4 clips/s" in line and "log-mel seed" in line
+
+
+def test_the_skipped_report_path_is_never_folded(make_fsd_tree, tmp_path):
+    tree = make_fsd_tree(bad=True, per_class=(1, 1, 1), classes=("piano",))
+    out = tmp_path / ("a-long-folder-name-" * 4) / "cache"
+    r = run(str(tree.root), "--out", str(out), "-j", "1", "--no-progress", env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    line = next(s for s in r.stderr.splitlines() if s.startswith("skipped "))
+    assert line.endswith(str(cache_dir(out, SEED_CNN) / "report.json"))  # one line: a path to copy

@@ -13,6 +13,7 @@ frames plus an index of offsets, lengths and targets::
       report.json                 clips that were skipped, and why
       manifest.json               written last: the cache is complete
       plan.json, parts/           only while building: what is being built, finished chunks
+      .<split>.merge.npz, .<split>.frames.npy.partial   only while merging (parts are consumed as they are appended)
 
 The builder (workers, plan, locks, merge) is :mod:`trainer.cache_build`.
 
@@ -25,6 +26,7 @@ from time-major frames. Caches of layout 1 (time-major ``[sum T, M]``) still ope
 from __future__ import annotations
 
 import json
+import mmap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,6 +35,7 @@ import numpy as np
 from guesser.errors import DataError
 from guesser.features import PAD_DB, FeatureConfig, ShortPolicy, noise_fill
 
+RELEASE_BYTES = 64 << 20  # drop the mapped pages from this process after blocks of this many bytes were read (CachedSplit)
 CACHE_VERSION = 2  # 2: clips stored as mel-major [M, T] blocks; 1: time-major [sum T, M] (still readable)
 READABLE_VERSIONS = (1, 2)
 
@@ -58,6 +61,7 @@ class CachedSplit:
     vocabulary: tuple[str, ...]
     n_mels: int | None = None  # needed for layout 2; layout 1 carries it in its shape
     _plain: np.ndarray = field(init=False, repr=False, compare=False)
+    _read: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.frames.ndim == 2:
@@ -65,6 +69,30 @@ class CachedSplit:
         elif self.n_mels is None:
             raise ValueError("n_mels is needed to read 1-D (layout 2) frames")
         self._plain = self.frames.view(np.ndarray)  # slicing a memmap makes costlier memmap objects
+
+    def _touched(self, nbytes: int) -> None:
+        """Count the bytes of the blocks read through the map; every RELEASE_BYTES, unmap the pages from this process.
+
+        Every page of a memory map that a process has read counts towards its
+        resident set until the kernel needs the memory back: one epoch over
+        FSD50K's train split would show 6 GB of RSS (and evaluation the eval
+        split's 1.7 GB) although nothing is allocated. ``MADV_DONTNEED`` on a
+        read-only file mapping only drops this process's page-table entries;
+        the data stays in the page cache, so the next read of it is a minor
+        fault, not a disk read. The kernel maps more than was read (read-around:
+        ~0.6 MB per FSD50K clip whose block is 0.17 MB), so RSS stays at a few
+        times RELEASE_BYTES, at any data size.
+        """
+        self._read += nbytes
+        if self._read < RELEASE_BYTES:
+            return
+        self._read = 0
+        mm = getattr(self.frames, "_mmap", None)  # np.memmap's mapping; None for an in-memory array
+        if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+            try:
+                mm.madvise(mmap.MADV_DONTNEED)
+            except (OSError, ValueError):  # a closed map, or a platform that refuses: only memory accounting
+                pass
 
     def __len__(self) -> int:
         return len(self.fnames)
@@ -83,7 +111,9 @@ class CachedSplit:
 
     def clip(self, i: int) -> np.ndarray:
         """Full log-mel of clip i as float32 [M, T]."""
-        return np.ascontiguousarray(self.block(i), dtype=np.float32)
+        blk = self.block(i)
+        self._touched(blk.nbytes)
+        return np.ascontiguousarray(blk, dtype=np.float32)
 
     def crops(
         self, indices, n_frames: int, rng: np.random.Generator | None = None, policy: ShortPolicy = "tile"
@@ -126,6 +156,7 @@ class CachedSplit:
                     step = min(n, n_frames - k)
                     out[b, :, k : k + step] = blk[:, :step]
                     k += step
+        self._touched(int(lengths.sum()) * self.n_mels * 2)  # whole blocks: a crop of every row touches every page
         # torch's float16 -> float32 copy is vectorised (numpy's astype is ~15x slower); copy_ into a fresh
         # tensor is ~2x faster than .float()
         result = torch.empty(out.shape, dtype=torch.float32)

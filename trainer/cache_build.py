@@ -48,10 +48,22 @@ class BuildResult:
 
 # ---------------------------------------------------------------- workers
 
+ONEDNN_CACHE = "8"  # oneDNN primitives a worker keeps (its default: 1024)
+
+
 def _init_worker() -> None:
-    """Pool initializer: one torch thread per worker process (the workers are the parallelism)."""
+    """Pool initializer: one torch thread per worker process (the workers are the parallelism).
+
+    And a small oneDNN primitive cache: the resampler's ``conv1d`` gets a new
+    primitive for every input length, and oneDNN keeps the last 1024 with
+    their buffers, so a worker grew by ~0.4 MB per clip of a new length (to
+    1.2 GB after a few thousand FSD50K clips). Only the cache size changes:
+    the same kernels compute the same frames. Set before the worker's first
+    convolution, when oneDNN reads it; a user's own setting wins.
+    """
     import torch
 
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", ONEDNN_CACHE)
     torch.set_num_threads(1)
 
 
@@ -153,6 +165,7 @@ def build_cache(
     merge: bool = True,
     progress: bool = True,
     on_chunk: Callable[[str, int], None] | None = None,
+    title: str | None = None,
 ) -> BuildResult:
     """Build (or resume) the cache for ``cfg`` under ``out``; see the module doc.
 
@@ -179,17 +192,17 @@ def build_cache(
     for split in splits:
         clips = ds.splits[split].clips
         for c in range(_chunks(len(clips))):
-            if c % n != i or _part_path(d, split, c).exists():
+            if c % n != i or _chunk_done(d, split, c):
                 continue
             items = [(cl.fname, str(cl.path) if cl.path else None) for cl in clips[c * CHUNK : (c + 1) * CHUNK]]
             tasks.append((split, c, items, cfg.to_dict(), str(_part_path(d, split, c))))
     total = sum(len(t[2]) for t in tasks)
-    _run_tasks(tasks, total, jobs or os.cpu_count() or 1, progress, on_chunk, f"log-mel {cfg.key}")
+    _run_tasks(tasks, total, jobs or os.cpu_count() or 1, progress, on_chunk, title or f"log-mel {cfg.key}")
 
     result = BuildResult(d)
     if is_complete(d):  # another process (a concurrent run of the same build) finished it meanwhile
         return _finished(d)
-    if merge and all(_part_path(d, s, c).exists() for s in splits for c in range(_chunks(len(ds.splits[s])))):
+    if merge and all(_chunk_done(d, s, c) for s in splits for c in range(_chunks(len(ds.splits[s])))):
         lock = d / ".merge.lock"
         if not _take_lock(lock):
             result.merging_elsewhere = True
@@ -283,21 +296,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _run_tasks(tasks, total, jobs, progress, on_chunk, title) -> None:
+def progress_bar(console, disable: bool = False):
+    """The build's progress line: it fits 80 columns (a log file, CI) with FSD50K's 51,197 clips.
+
+    The description should be short (``log-mel seed``): at 80 columns a long
+    one squeezed the clip counter to ``10240/1…``.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
     columns = [
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
         TaskProgressColumn(),
-        TextColumn("{task.fields[rate]:>7.1f} clips/s"),
+        TextColumn("{task.fields[rate]:>6.1f} clips/s"),
         TimeRemainingColumn(),
     ]
+    return Progress(*columns, console=console, disable=disable, transient=False)
+
+
+def _run_tasks(tasks, total, jobs, progress, on_chunk, title) -> None:
     from rich.console import Console
 
     t0 = time.perf_counter()
-    with Progress(*columns, console=Console(stderr=True), disable=not progress, transient=False) as bar:
+    with progress_bar(Console(stderr=True), disable=not progress) as bar:
         job = bar.add_task(title, total=total, rate=0.0)
         done = 0
 
@@ -326,44 +348,36 @@ def _run_tasks(tasks, total, jobs, progress, on_chunk, title) -> None:
                     finished(res)
 
 
+def _chunk_done(d: Path, split: str, chunk: int) -> bool:
+    """A chunk needs no (re)building: its part exists, or the split's merge has begun and took it over."""
+    return _part_path(d, split, chunk).exists() or _merge_meta_path(d, split).exists()
+
+
+def _merge_meta_path(d: Path, split: str) -> Path:
+    return d / f".{split}.merge.npz"
+
+
 def merge_parts(ds: Fsd50k, d: Path, cfg: FeatureConfig, splits: list[str]) -> BuildResult:
     """Join the part files of every split into one memory-mapped array + index; compute train stats.
 
     Parts are opened one at a time (the real FSD50K has ~1600 of them: more
     than a default ``ulimit -n``), and frames are appended with plain writes,
     not through a memmap, so a full disk is an ``ENOSPC`` error rather than a
-    ``SIGBUS`` that kills the process.
+    ``SIGBUS`` that kills the process. Each part is deleted as soon as its
+    frames are on disk in the joined file, so a merge needs free space for one
+    part, not for a second copy of the cache (FSD50K's seed cache: 8.6 GB); a
+    merge killed at any point resumes where it stopped (see :func:`_merge_frames`).
     """
     result = BuildResult(d, merged=True)
     skipped: list[dict] = []
     vocab = np.asarray(ds.vocabulary.names, dtype=str)
     for split in splits:
         clips = ds.splits[split].clips
-        paths = [_part_path(d, split, c) for c in range(_chunks(len(clips)))]
-        lengths_l, fnames_l = [np.zeros(0, np.int64)], [np.zeros(0, str)]
-        for path in paths:
-            with np.load(path, allow_pickle=False) as p:
-                lengths_l.append(p["lengths"])
-                fnames_l.append(p["fnames"])
-                skipped += [{"split": split, "fname": str(f), "reason": str(r)} for f, r in zip(p["failed"], p["reasons"])]
-        lengths = np.concatenate(lengths_l).astype(np.int64)
-        fnames = np.concatenate(fnames_l)
+        meta = _merge_meta(d, split, _chunks(len(clips)))
+        skipped += [{"split": split, "fname": str(f), "reason": str(r)} for f, r in zip(meta["failed"], meta["reasons"])]
+        lengths, fnames = meta["lengths"].astype(np.int64), meta["fnames"]
         offsets = (np.cumsum(lengths) - lengths).astype(np.int64)
-        total = int(lengths.sum())
-
-        def write_frames(out: Path, paths=paths, total=total) -> None:
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f2")), "fortran_order": False,
-                      "shape": (total * cfg.n_mels,)}
-            with open(out, "wb") as f:
-                np.lib.format.write_array_header_2_0(f, header)
-                for path in paths:
-                    with np.load(path, allow_pickle=False) as p:
-                        fr = p["frames"]
-                        if fr.ndim != 1:
-                            raise DataError(f"{path}: a part written by an older guesser; delete {_parts_dir(d)} and rerun")
-                        f.write(np.ascontiguousarray(fr, dtype="<f2").tobytes())
-
-        _guard_disk(lambda: atomic_write(d / f"{split}.frames.npy", write_frames), d / f"{split}.frames.npy")
+        _merge_frames(d, split, meta["part_frames"], cfg.n_mels)
         by_name = {c.fname: c.labels for c in clips}
         targets = np.zeros((len(fnames), len(vocab)), np.uint8)
         for k, f in enumerate(fnames):
@@ -376,8 +390,8 @@ def merge_parts(ds: Fsd50k, d: Path, cfg: FeatureConfig, splits: list[str]) -> B
         _guard_disk(lambda: atomic_write(d / f"{split}.index.npz", write_index), d / f"{split}.index.npz")
         result.clips[split] = int(len(fnames))
     if "train" in splits:
-        train = FeatureCache(d, cfg, {}, {}).split("train")
-        stats = frame_stats(train.blocks())
+        lengths = np.load(d / "train.index.npz", allow_pickle=False)["lengths"]
+        stats = frame_stats(_file_blocks(d / "train.frames.npy", lengths, cfg.n_mels))
         if stats is not None:  # no train frames (every clip skipped): no stats, and training says so
             _guard_disk(lambda: atomic_write_text(d / "stats.json", json.dumps(stats)), d / "stats.json")
     _guard_disk(lambda: atomic_write_text(d / "report.json", json.dumps({"skipped": skipped}, indent=1)), d / "report.json")
@@ -389,6 +403,114 @@ def merge_parts(ds: Fsd50k, d: Path, cfg: FeatureConfig, splits: list[str]) -> B
     return result
 
 
+def _merge_meta(d: Path, split: str, n_chunks: int) -> dict[str, np.ndarray]:
+    """Everything but the frames of a split's parts (lengths, names, failures, frames per part), saved once.
+
+    Written before the first part is consumed, so a resumed merge knows the
+    index and the report even though some parts are gone.
+    """
+    path = _merge_meta_path(d, split)
+    if not path.exists():
+        lengths, fnames, failed, reasons, part_frames = [], [], [], [], []
+        for c in range(n_chunks):
+            with np.load(_part_path(d, split, c), allow_pickle=False) as p:
+                lengths.append(p["lengths"].astype(np.int64))
+                fnames.append(p["fnames"])
+                failed.append(p["failed"])
+                reasons.append(p["reasons"])
+                part_frames.append(int(p["lengths"].sum()))
+
+        def cat(xs: list[np.ndarray], dtype) -> np.ndarray:
+            return np.concatenate([np.zeros(0, dtype), *xs]) if xs else np.zeros(0, dtype)
+
+        def write(p: Path) -> None:
+            with open(p, "wb") as f:
+                np.savez(f, lengths=cat(lengths, np.int64), fnames=cat(fnames, str), failed=cat(failed, str),
+                         reasons=cat(reasons, str), part_frames=np.asarray(part_frames, np.int64))
+
+        _guard_disk(lambda: atomic_write(path, write), path)
+    with np.load(path, allow_pickle=False) as m:
+        return {k: m[k] for k in ("lengths", "fnames", "failed", "reasons", "part_frames")}
+
+
+def _npy_header(n_values: int) -> bytes:
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.lib.format.write_array_header_2_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f2")), "fortran_order": False, "shape": (n_values,)})
+    return buf.getvalue()
+
+
+def _merge_frames(d: Path, split: str, part_frames: np.ndarray, n_mels: int) -> None:
+    """Append every part's frames to ``.<split>.frames.npy.partial``, deleting each part once it is synced.
+
+    Where the partial file ends says which parts are in it (their sizes are in
+    the merge meta): a resumed merge cuts a half-appended part off and goes on
+    from there, so the result is byte-identical to an uninterrupted merge.
+    """
+    final = d / f"{split}.frames.npy"
+    if final.exists():
+        return
+    partial = d / f".{split}.frames.npy.partial"
+    header = _npy_header(int(part_frames.sum()) * n_mels)
+    ends = len(header) + np.cumsum(part_frames.astype(np.int64)) * n_mels * 2
+    have = partial.stat().st_size if partial.exists() else 0
+    first = int(np.searchsorted(ends, have, side="right")) if have >= len(header) else 0
+    keep = len(header) if first == 0 else int(ends[first - 1])
+
+    def append() -> None:
+        with open(partial, "r+b" if partial.exists() else "wb") as f:
+            f.seek(0)
+            f.write(header)
+            f.truncate(keep)
+            f.seek(keep)
+            for c in range(len(part_frames)):
+                path = _part_path(d, split, c)
+                if c < first:  # already in the partial file (killed between its sync and its deletion)
+                    path.unlink(missing_ok=True)
+                    continue
+                if not path.exists():
+                    raise DataError(f"{path}: missing while merging {split}; delete {d} and rerun guesser preprocess")
+                with np.load(path, allow_pickle=False) as p:
+                    fr = p["frames"]
+                    if fr.ndim != 1:
+                        raise DataError(f"{path}: a part written by an older guesser; delete {_parts_dir(d)} and rerun")
+                    f.write(np.ascontiguousarray(fr, dtype="<f2").tobytes())
+                f.flush()
+                os.fsync(f.fileno())
+                path.unlink()
+        os.replace(partial, final)
+
+    _guard_disk(append, final)
+
+
+def _file_blocks(path: Path, lengths: np.ndarray, n_mels: int, batch_bytes: int = 64 << 20):
+    """Every clip's [M, T] float16 block of a frames file, read with plain reads (not mapped).
+
+    A memory map would count every page read towards the process's resident
+    set (the whole train split, 6 GB on FSD50K, after one pass); reads through
+    a fixed buffer keep the merge's memory flat at any data size.
+    """
+    with open(path, "rb") as f:
+        fmt = np.lib.format
+        version = fmt.read_magic(f)
+        (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)  # skip it
+        i, n = 0, len(lengths)
+        while i < n:
+            j, size = i, 0
+            while j < n and (j == i or size + int(lengths[j]) * n_mels * 2 <= batch_bytes):
+                size += int(lengths[j]) * n_mels * 2
+                j += 1
+            buf = np.fromfile(f, dtype="<f2", count=size // 2)
+            o = 0
+            for k in range(i, j):
+                m = int(lengths[k]) * n_mels
+                yield buf[o : o + m].reshape(n_mels, -1)
+                o += m
+            i = j
+
+
 def _cleanup(d: Path) -> None:
     """Remove what only a build needs (parts, plan, temporaries of a killed merge) once the manifest exists.
 
@@ -397,8 +519,9 @@ def _cleanup(d: Path) -> None:
     """
     shutil.rmtree(_parts_dir(d), ignore_errors=True)
     (d / "plan.json").unlink(missing_ok=True)
-    for tmp in d.glob(".*.tmp"):  # atomic_write's temporaries, left by a merge killed mid-write
-        tmp.unlink(missing_ok=True)
+    for pattern in (".*.tmp", ".*.merge.npz", ".*.partial"):  # temporaries and merge state of a killed merge
+        for tmp in d.glob(pattern):
+            tmp.unlink(missing_ok=True)
     lock = d / ".merge.lock"
     if lock.exists() and not _lock_alive(lock):
         lock.unlink(missing_ok=True)

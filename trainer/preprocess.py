@@ -59,7 +59,7 @@ def merge_shards(data_root: str | Path, out: str | Path, cfg: FeatureConfig) -> 
     The parts must have been built from the same clips (``plan.json``); the
     merge lock keeps a shard that finishes now from merging at the same time.
     """
-    from trainer.cache_build import CHUNK, _check_plan, _part_path, _take_lock
+    from trainer.cache_build import CHUNK, _check_plan, _chunk_done, _take_lock
 
     ds = Fsd50k.open(data_root)
     d = cache_dir(out, cfg)
@@ -69,7 +69,7 @@ def merge_shards(data_root: str | Path, out: str | Path, cfg: FeatureConfig) -> 
         raise GuesserError(f"{d}: nothing to merge (no parts/ folder); build the shards with --out {out} first")
     _check_plan(d, ds, list(SPLITS))
     missing = [(s, c) for s in SPLITS for c in range((len(ds.splits[s]) + CHUNK - 1) // CHUNK)
-               if not _part_path(d, s, c).exists()]
+               if not _chunk_done(d, s, c)]
     if missing:
         raise GuesserError(f"{d}: {len(missing)} chunk(s) not built yet (first: {missing[0][0]} #{missing[0][1]}); "
                            "run the remaining shards first")
@@ -101,7 +101,8 @@ def run_preprocess(data_root: Path, out: Path, *, jobs: int | None, features: st
         if merge_only:
             res = merge_shards(data_root, out, cfg)
         else:
-            res = build_cache(data_root, out, cfg, jobs=jobs or default_jobs(), shard=shard, progress=progress)
+            res = build_cache(data_root, out, cfg, jobs=jobs or default_jobs(), shard=shard, progress=progress,
+                              title=f"log-mel {preset_of(cfg) or cfg.key}")
         results.append(res)
         if res.merged:
             console.print(f"cache {escape(str(res.directory))}", soft_wrap=True)  # a path: never folded
@@ -112,16 +113,18 @@ def run_preprocess(data_root: Path, out: Path, *, jobs: int | None, features: st
                 table.add_row(split, str(n))
             console.print(table)
             if res.skipped:
-                console.print(f"[yellow]skipped {len(res.skipped)} clip(s); see {escape(str(res.directory / 'report.json'))}[/]")
+                console.print(f"[yellow]skipped {len(res.skipped)} clip(s); see {escape(str(res.directory / 'report.json'))}[/]",
+                              soft_wrap=True)  # a path: never folded
                 for s in res.skipped[:5]:
                     console.print(f"  {s['split']} {s['fname']}: {s['reason']}", markup=False, highlight=False)
         elif res.merging_elsewhere:
             console.print(f"every chunk of {cfg.key} is built; another process is merging them "
-                          f"(lock {res.directory / '.merge.lock'}; if none is, delete the lock and rerun)", markup=False)
+                          f"(lock {res.directory / '.merge.lock'}; if none is, delete the lock and rerun)", markup=False,
+                          soft_wrap=True)
         elif shard[1] > 1:
             console.print(f"shard {shard[0]}/{shard[1]} of {cfg.key} done; merge once every shard has finished "
-                          f"(guesser preprocess {data_root} --out {out} --merge)", markup=False)
+                          f"(guesser preprocess {data_root} --out {out} --merge)", markup=False, soft_wrap=True)
         else:  # only when a part went missing under a concurrent run: the same command finishes it
             console.print(f"{cfg.key}: not finished (a concurrent run removed some parts); "
-                          f"rerun: guesser preprocess {data_root} --out {out}", markup=False)
+                          f"rerun: guesser preprocess {data_root} --out {out}", markup=False, soft_wrap=True)
     return results
