@@ -76,22 +76,32 @@ def clip_views(models_dir: Path, cache: Path, views_file: Path | None) -> dict:
                 v = View(stored[f"{key}_pooled"], stored[f"{key}_probs"])
             views[m.name] = v
             out[split] = {"fnames": s.fnames.astype(str), "targets": s.targets, "views": views}
+            out["vocabulary"] = [str(v) for v in s.vocabulary]
     if views_file and fresh:
         np.savez(views_file, **stored, **fresh)
     return out
+
+
+_SHARED: dict = {}  # the arrays every fit reads: sent to each worker once, not with every task
+
+
+def _share(arrays: dict) -> None:
+    _SHARED.update(arrays)
 
 
 def _one(task: tuple) -> tuple:
     """One (class, k, seed, protocol): AP, FPR and recall at the operating point on eval."""
     from sklearn.metrics import average_precision_score
 
-    c, k, seed, protocol, dev_x, dev_pos_rows, dev_fnames, bg_x, bg_fnames, bg_has_c, ev_x, ev_y = task
+    c, k, seed, protocol = task
+    d = _SHARED
     rng = np.random.default_rng(seed * 100_003 + c * 7 + k)
-    pick = rng.choice(dev_pos_rows, size=k, replace=False)
-    keep = ~np.isin(bg_fnames, dev_fnames[pick])
+    pick = rng.choice(np.flatnonzero(d["dev_y"][:, c]), size=k, replace=False)
+    keep = ~np.isin(d["bg_fnames"], d["dev_fnames"][pick])
     if protocol == PROTOCOLS[1]:
-        keep &= ~bg_has_c
-    fitted = fit_probe(dev_x[pick], bg_x[keep], leave_one_out=False)
+        keep &= ~d["bg_has"][:, c]
+    fitted = fit_probe(d["dev_x"][pick], d["bg_x"][keep], leave_one_out=False)
+    ev_x, ev_y = d["ev_x"], d["ev_y"][:, c]
     s = fitted.probe.score(ev_x)
     ap = average_precision_score(ev_y, fitted.probe.decision(ev_x))
     return c, k, seed, protocol, ap, float((s[ev_y == 0] >= 0.5).mean()), float((s[ev_y == 1] >= 0.5).mean())
@@ -112,7 +122,7 @@ def main() -> None:
     t0 = time.perf_counter()
     data = clip_views(args.models, args.cache, args.views)
     names = data["names"]
-    vocab = [str(v) for v in data["background"].vocabulary]
+    vocab = data["vocabulary"]  # the cache's target columns
     shots = [int(k) for k in args.shots.split(",")]
     dev_views = {n: View.stack([data["train"]["views"][n], data["val"]["views"][n]]) for n in names}
     dev_x = descriptor(dev_views, names)
@@ -127,13 +137,17 @@ def main() -> None:
     w = data["label_weights"]
     ens = sum(data["eval"]["views"][n].probs * w[n] for n in w) / sum(w.values())
     upper = {c: average_precision_score(ev_y[:, c], ens[:, c]) for c in classes}
-    tasks = [(c, k, seed, protocol, dev_x, np.flatnonzero(dev_y[:, c]), dev_fnames, bg_x, bg.fnames,
-              bg.targets[:, vocab.index(vocab[c])] > 0, ev_x, ev_y[:, c])
-             for c in classes for k in shots for seed in range(args.seeds) for protocol in PROTOCOLS]
+    # the background's clips of each cache class (its own columns may be ordered otherwise)
+    bg_cols = [str(v) for v in bg.vocabulary]
+    bg_has = np.stack([bg.targets[:, bg_cols.index(n)] > 0 if n in bg_cols else np.zeros(len(bg), bool)
+                       for n in vocab], axis=1)
+    shared = {"dev_x": dev_x, "dev_y": dev_y, "dev_fnames": dev_fnames, "bg_x": bg_x, "bg_fnames": bg.fnames,
+              "bg_has": bg_has, "ev_x": ev_x, "ev_y": ev_y}
+    tasks = [(c, k, seed, protocol) for c in classes for k in shots for seed in range(args.seeds) for protocol in PROTOCOLS]
     print(f"{len(classes)} classes with >= {args.min_eval} eval clips; {len(tasks)} fits "
           f"(background {len(bg):,} clips, {len(ev_x):,} eval clips); {args.jobs} processes", file=sys.stderr, flush=True)
     t1 = time.perf_counter()
-    with ProcessPoolExecutor(args.jobs) as pool:
+    with ProcessPoolExecutor(args.jobs, initializer=_share, initargs=(shared,)) as pool:
         results = list(pool.map(_one, tasks, chunksize=8))
     fit_s = time.perf_counter() - t1
     counts = {c: int(ev_y[:, c].sum()) for c in classes}

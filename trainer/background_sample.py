@@ -21,16 +21,10 @@ from guesser.personal.background import BACKGROUND_NAME, BackgroundSample
 from guesser.personal.probe import View
 from guesser.personal.store import stamps_of
 from guesser.scoring import batches, model_probs
-from trainer.cache import CachedSplit, find_cache
+from trainer.cache import find_cache
 from trainer.inference import split_windows
 
 BACKGROUND_CLIPS = 2500  # 2,500 × ((3 × 128 pooled + 2 × 200 + 6 probabilities) × 2 bytes + 200 label bytes) ≈ 4.5 MB
-
-
-def _only(split: CachedSplit, cfg, rows: np.ndarray):
-    from guesser.scoring import windows
-
-    return (windows(torch.from_numpy(split.clip(int(i))), cfg) for i in rows)
 
 
 def build_background(models: Path, cache: Path, *, clips: int = BACKGROUND_CLIPS, seed: int = 0,
@@ -47,12 +41,13 @@ def build_background(models: Path, cache: Path, *, clips: int = BACKGROUND_CLIPS
                             "rebuild them from one data set")
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(first), size=min(clips, len(first)), replace=False))
-    embeddings = {}
+    views = {}
     with torch.inference_mode():
         for m in ensemble.models:
-            out_ = model_probs(m.module, batches(_only(splits[m.name], m.features, rows), 64), m.task, embeddings=True)
-            embeddings[m.name] = View.of(out_.clip_embeddings(len(rows)).numpy(), out_.clip_probs(len(rows)).numpy())
-    sample = BackgroundSample(stamps_of(ensemble.models), embeddings, np.asarray(first.fnames[rows]).astype(str),
+            wp = model_probs(m.module, batches(split_windows(splits[m.name], m.features, rows), 64), m.task,
+                             embeddings=True)
+            views[m.name] = View.of(wp.clip_embeddings(len(rows)).numpy(), wp.clip_probs(len(rows)).numpy())
+    sample = BackgroundSample(stamps_of(ensemble.models), views, np.asarray(first.fnames[rows]).astype(str),
                               np.asarray(first.targets[rows], np.uint8), tuple(first.vocabulary))
     path = out or (Path(models).parent if Path(models).suffix == ".json" else Path(models)) / BACKGROUND_NAME
     return sample.write(path)

@@ -18,9 +18,9 @@ from guesser.scoring import batches, model_probs, windows
 from trainer.cache import CachedSplit
 
 
-def split_windows(split: CachedSplit, cfg: FeatureConfig):
-    """Every clip of ``split`` as :class:`guesser.scoring.Windows`, in order (read from the cache lazily)."""
-    return (windows(torch.from_numpy(split.clip(i)), cfg) for i in range(len(split)))
+def split_windows(split: CachedSplit, cfg: FeatureConfig, rows=None):
+    """Every clip of ``split`` (or those at ``rows``) as :class:`guesser.scoring.Windows`, in order, read lazily."""
+    return (windows(torch.from_numpy(split.clip(int(i))), cfg) for i in (range(len(split)) if rows is None else rows))
 
 
 def predict_split(

@@ -69,7 +69,7 @@ class BackgroundSample:
         try:
             if meta.get("kind") != KIND:
                 raise ValueError(f"a {meta.get('kind', 'unknown')} file")
-            models = tuple(ModelStamp(str(m["name"]), str(m["sha256"])) for m in meta["models"])
+            models = tuple(ModelStamp.from_json(m) for m in meta["models"])
             views = {s.name: View.from_tensors(tensors, s.name) for s in models}
             fnames = np.asarray([str(f) for f in meta["fnames"]])
             targets = tensors["targets"].numpy()

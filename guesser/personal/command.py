@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from guesser.errors import GuesserError
-from guesser.personal.store import Store
-from guesser.personal.teach import Example, check_count, load_examples, reembed, teach
+from guesser.personal.store import Store, check_name
+from guesser.personal.teach import Example, load_examples, reembed, teach
 
 RETRIES_PER_TAKE = 2
 
@@ -45,8 +45,6 @@ def run_teach(name: str | None, files: Sequence[Path] = (), *, record: int = 0, 
                   f"{label.examples} stored clips\n{label.estimate.text()}\n")
         return 0
     assert name is not None
-    from guesser.personal.store import check_name
-
     name = check_name(name)  # before any recording: a clash is said before the user makes noise
     if store.exists(name) and not replace:
         raise GuesserError(f"a personal label {name!r} exists already: "
@@ -66,8 +64,8 @@ def run_teach(name: str | None, files: Sequence[Path] = (), *, record: int = 0, 
             err.write(f"skipped: {p}\n")
     else:
         raise GuesserError(f"give {name!r} some examples: 3–10 files, or --record 5")
-    check_count(len(examples), [] if files else problems)  # skipped files were named above, one line each
-    label = teach(name, examples, ensemble, store, problems=problems, replace=replace,
+    # skipped files were named above, one line each; silent takes were said as they happened
+    label = teach(name, examples, ensemble, store, problems=[] if files else problems, replace=replace,
                   progress=lambda text: err.write(text + "…\n"))
     out.write(f"learned {label.name!r} from {label.examples} examples ({store.folder(label.name)})\n")
     out.write(label.estimate.text() + "\n")

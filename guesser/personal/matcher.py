@@ -59,6 +59,8 @@ class PersonalSet:
 def personal_set(models: list[Any], store: Store | None = None) -> PersonalSet:
     """Split the store's labels into those made with ``models`` (scored) and the rest (stale)."""
     labels, problems = (store or Store()).read_all()
+    if not labels:  # the common case: nothing to match, so no checkpoint is hashed at start-up
+        return PersonalSet([], [m.name for m in models], [], problems)
     current = set(stamps_of(models))
     usable = [lab for lab in labels if set(lab.models) == current]
     stale = [lab for lab in labels if set(lab.models) != current]

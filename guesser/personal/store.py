@@ -87,6 +87,10 @@ class ModelStamp:
     def to_json(self) -> dict:
         return {"name": self.name, "sha256": self.sha256}
 
+    @classmethod
+    def from_json(cls, data: dict) -> "ModelStamp":
+        return cls(str(data["name"]), str(data["sha256"]))
+
 
 def stamps_of(models: Iterable[Any]) -> tuple[ModelStamp, ...]:
     """Stamps of an ensemble's loaded models (name and checkpoint path), in their order; cached per file."""
@@ -151,7 +155,7 @@ class PersonalLabel:
         try:
             if meta.get("kind") != KIND:
                 raise ValueError(f"a {meta.get('kind', 'unknown')} file, not a personal label")
-            models = tuple(ModelStamp(str(m["name"]), str(m["sha256"])) for m in meta["models"])
+            models = tuple(ModelStamp.from_json(m) for m in meta["models"])
             views = {s.name: View.from_tensors(tensors, s.name) for s in models}
             e = meta["estimate"]
             label = cls(str(meta["name"]), models, views,
