@@ -154,3 +154,13 @@ def test_the_flows_name_functions_that_exist(name):
         except AttributeError:
             obj = importlib.import_module(".".join([module, *attrs[: i + 1]]))
     assert callable(obj)
+
+
+def test_every_package_is_listed_for_the_wheel():
+    """A package missing from pyproject's ``packages`` works in an editable install and is absent from a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for top in ("guesser", "trainer")
+             for p in (REPO / top).rglob("__init__.py")}
+    assert found - listed == set(), f"add to [tool.setuptools] packages in pyproject.toml: {sorted(found - listed)}"
