@@ -208,6 +208,13 @@ def resolve_models(sources: Iterable[str | Path] | None) -> list[tuple[Path, flo
         paths += ModelsIndex.read(p).checkpoints(p.parent) if p.suffix == ".json" else [(p, 1.0)]
     if not paths:
         raise CheckpointError("no models to run")
+    seen: dict[str, Path] = {}
+    for p, _ in paths:  # one model twice would count its vote twice and break what is keyed by its name
+        real = os.path.realpath(p)
+        if real in seen:
+            raise CheckpointError(f"{p}: the same model is listed twice; give each model once "
+                                  "(a folder and its index.json are one source)")
+        seen[real] = p
     return paths
 
 

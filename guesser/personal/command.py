@@ -15,7 +15,7 @@ from typing import Any, Sequence, TextIO
 
 from guesser.errors import GuesserError
 from guesser.personal.store import Store, check_name
-from guesser.personal.teach import Example, load_examples, reembed, teach
+from guesser.personal.teach import MAX_EXAMPLES, Example, load_examples, reembed, teach
 
 RETRIES_PER_TAKE = 2
 
@@ -46,11 +46,11 @@ def run_teach(name: str | None, files: Sequence[Path] = (), *, record: int = 0, 
         return 0
     assert name is not None
     name = check_name(name)  # before any recording: a clash is said before the user makes noise
-    if store.exists(name) and not replace:
-        raise GuesserError(f"a personal label {name!r} exists already: "
-                           f"'guesser teach --forget {name}' first, or --replace it")
+    store.check_free(name, replace=replace)
     if record and files:
         raise GuesserError("give example files or --record N, not both")
+    if len(files) > MAX_EXAMPLES:  # counted before anything is decoded
+        raise GuesserError(f"at most {MAX_EXAMPLES} examples, got {len(files)}: a handful of clear takes works best")
     from guesser.personal.background import find_background
 
     find_background(ensemble.models)  # these models must have one: said before any take is recorded
