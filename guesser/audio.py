@@ -316,12 +316,32 @@ def silent_message(name: str) -> str:
 def find_audio_files(paths: list[Path]) -> list[Path]:
     """Expand folders (recursively, sorted) into audio files; plain file arguments are kept as given.
 
-    Only regular files are listed from a folder (a FIFO named ``x.wav`` is not).
+    Only regular files are listed from a folder (a FIFO named ``x.wav`` is not). The walk
+    keeps its own stack, so a folder thousands of levels deep is listed like any other
+    (a recursive walk ends in a RecursionError); linked folders are not followed and
+    folders that cannot be listed are passed over, as ``Path.rglob`` does.
     """
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file()))
+            out.extend(sorted(_walk_audio(p)))
         else:
             out.append(p)
     return out
+
+
+def _walk_audio(root: Path) -> Iterator[Path]:
+    stack = [str(root)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for e in entries:
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(e.path)
+                        elif os.path.splitext(e.name)[1].lower() in AUDIO_EXTENSIONS and e.is_file():
+                            yield Path(e.path)
+                    except OSError:
+                        continue
+        except OSError:
+            continue

@@ -19,6 +19,7 @@ from typing import Any, Callable, TextIO
 import numpy as np
 
 from guesser.errors import GuesserError
+from guesser.fileio import printable
 from guesser.labels import pretty
 from guesser.recorder import AudioBackend, Level, Recorder, SilentInputError
 
@@ -54,8 +55,8 @@ def print_prediction(console, prediction: Any, top_k: int, title: str) -> None:
         table.add_row(str(i), pretty(s.name), f"{s.score:.2f}", _bar(s.score))
     console.print(table)
     if prediction.personal:
-        console.print("yours:    " + " · ".join(f"{s.name} {s.score:.2f}" + (" ✓" if s.score >= 0.5 else "")
-                                            for s in prediction.personal[:5]))
+        console.print("yours:    " + " · ".join(f"{printable(s.name)} {s.score:.2f}" + (" ✓" if s.score >= 0.5 else "")
+                                            for s in prediction.personal[:5]), markup=False)
     console.print("families: " + " · ".join(f"{f.name} {f.score:.2f}" for f in prediction.families[:3]))
     console.print("models:   " + " · ".join(f"{m.name} → {pretty(m.ranking[0].name)} {m.ranking[0].score:.2f}"
                                             for m in prediction.models))
@@ -89,7 +90,7 @@ def run_listen(once: bool = False, json_out: bool = False, device: str | None = 
             from guesser.personal.matcher import attach
 
             for line in attach(ensemble).notices():
-                note.print(f"note: {line}", markup=False)
+                note.print(f"note: {printable(line)}", markup=False)
         sr = rec.samplerate
 
         def emit(samples: np.ndarray, start: float, end: float, *, must_hear: bool) -> None:

@@ -67,7 +67,7 @@ def run_teach(name: str | None, files: Sequence[Path] = (), *, record: int = 0, 
     # skipped files were named above, one line each; silent takes were said as they happened
     label = teach(name, examples, ensemble, store, problems=[] if files else problems, replace=replace,
                   progress=lambda text: err.write(text + "…\n"))
-    out.write(f"learned {label.name!r} from {label.examples} examples ({store.folder(label.name)})\n")
+    out.write(f"learned {label.name!r} from {label.examples} examples ({shown(store.folder(label.name))})\n")
     out.write(label.estimate.text() + "\n")
     if label.estimate.recognised < label.estimate.examples:
         out.write("tip: takes that differ a lot from each other, or from what you will play later, "
@@ -84,12 +84,16 @@ def _load(models: Sequence[Path] | None) -> Any:
 def _list(store: Store, models: Sequence[Path] | None, ensemble: Any, out: TextIO) -> int:
     from rich import box
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
+
+    from guesser.fileio import printable, shown
 
     labels, problems = store.read_all()
     console = Console(file=out, highlight=False)
+    root = escape(shown(store.root))  # untrusted text: never markup, never a terminal escape
     if not labels and not problems:
-        console.print(f"no personal labels yet (teach one: guesser teach NAME --record 5); they live in {store.root}")
+        console.print(f"no personal labels yet (teach one: guesser teach NAME --record 5); they live in {root}")
         return 0
     current = None
     try:
@@ -98,18 +102,19 @@ def _list(store: Store, models: Sequence[Path] | None, ensemble: Any, out: TextI
         current = set(stamps_of((ensemble or _load(models)).models))
     except GuesserError:
         pass
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title=f"personal labels ({store.root})",
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title=f"personal labels ({root})",
                   title_justify="left")
     for col in ("name", "examples", "leave-one-out", "false alarms", "made", "models"):
         table.add_column(col)
     for lab in labels:
         e = lab.estimate
         ok = current is None or set(lab.models) == current
-        table.add_row(lab.name, str(lab.examples), f"{e.recognised}/{e.examples}", f"{e.false_alarms:.1%}",
-                      lab.created[:10], "current" if ok else "[yellow]other: guesser teach --reembed[/yellow]")
+        table.add_row(escape(printable(lab.name)), str(lab.examples), f"{e.recognised}/{e.examples}",
+                      f"{e.false_alarms:.1%}", escape(printable(lab.created[:10])),
+                      "current" if ok else "[yellow]other: guesser teach --reembed[/yellow]")
     console.print(table)
     for p in problems:
-        console.print(f"[red]unreadable:[/red] {p}")
+        console.print(f"[red]unreadable:[/red] {escape(printable(p))}")
     return 0
 
 

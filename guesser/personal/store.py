@@ -212,6 +212,7 @@ class PersonalLabel:
                 pass
         except OSError as e:
             raise CheckpointError(f"{shown(path)}: cannot read it ({e.strerror or e})") from None
+        _check_sizes(path)
         tensors, meta = load_checkpoint(path)
         try:
             if meta.get("kind") != KIND:
@@ -232,6 +233,20 @@ class PersonalLabel:
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CheckpointError(f"{shown(path)}: not a readable personal label ({err})") from None
         return label
+
+
+MAX_LABEL_VALUES = 4_000_000
+"""More numbers than any label holds (20 examples of a few thousand values per model, weights to match)."""
+
+
+def _check_sizes(path: Path) -> None:
+    """Before any tensor is read: a label file holds a few small tensors, not gigabytes."""
+    from guesser.checkpoint import tensor_shapes
+
+    total = sum(int(np.prod(s)) for s in tensor_shapes(path).values())
+    if total > MAX_LABEL_VALUES:
+        raise CheckpointError(f"{shown(path)}: not a readable personal label ({total:,} values; "
+                              f"a label holds at most {MAX_LABEL_VALUES:,})")
 
 
 def _list(v: Any, what: str) -> list:
