@@ -310,6 +310,35 @@ def test_reembed_refits_from_the_stored_clips(shipped, beep_label, tmp_path):
     assert again.sources == label.sources and again.created == label.created
 
 
+def test_reembed_names_a_bad_clip_and_never_copies_a_linked_target(shipped, beep_label, tmp_path):
+    """Issue 20 H: '5 of 4 readable' named nothing; a symlinked clip's whole target was copied."""
+    import shutil
+
+    from guesser.personal.teach import reembed
+
+    store, label = beep_label
+    copy = Store(tmp_path / "p")
+    folder = copy.folder("beeper")
+    shutil.copytree(label.folder, folder)
+    clips = folder / "clips"
+    shutil.copy(clips / "01.wav", clips / "06.wav")
+    with pytest.raises(GuesserError, match=r"holds 6 clips for 5 examples"):
+        reembed("beeper", shipped, copy)
+    (clips / "06.wav").unlink()
+    saved = (clips / "02.wav").read_bytes()
+    (clips / "02.wav").write_bytes(b"RIFF garbage")
+    with pytest.raises(GuesserError, match=r"a stored clip is damaged \(.*02\.wav"):
+        reembed("beeper", shipped, copy)
+    (clips / "02.wav").write_bytes(saved)
+    long = write(tmp_path / "long.wav", np.concatenate([beeps(seed=3)] * 20))  # 60 s behind a link
+    (clips / "03.wav").unlink()
+    (clips / "03.wav").symlink_to(long)
+    reembed("beeper", shipped, copy)
+    new = clips / "03.wav"
+    assert not new.is_symlink() and sf.info(str(new)).duration <= 30.0
+    assert copy.get("beeper").examples == 5
+
+
 # ---------------------------------------------------------------- the command line
 
 

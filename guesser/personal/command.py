@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from guesser.errors import GuesserError
+from guesser.fileio import printable, shown
 from guesser.personal.store import Store, check_name
 from guesser.personal.teach import MAX_EXAMPLES, Example, load_examples, reembed, teach
 
@@ -86,8 +87,6 @@ def _list(store: Store, models: Sequence[Path] | None, ensemble: Any, out: TextI
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
-
-    from guesser.fileio import printable, shown
 
     labels, problems = store.read_all()
     console = Console(file=out, highlight=False)

@@ -384,8 +384,13 @@ class Store:
         """A one-line GuesserError unless ``name`` can be written (``replace``: over its own label only)."""
         self.recover(wait=False)
         folder = self.folder(name)
-        self._check_in_the_way(folder)
-        if folder.exists() and not replace:
+        try:
+            self._check_in_the_way(folder)
+            taken = folder.exists()
+        except OSError as e:
+            raise GuesserError(f"cannot read personal labels in {shown(self.root)}: {e.strerror or e}; "
+                               f"fix with: chmod u+rwx {_quoted(str(self.root))}") from None
+        if taken and not replace:
             raise GuesserError(f"a personal label {name!r} exists already: "
                                f"'guesser teach --forget {name}' first, or --replace it")
 
@@ -459,13 +464,11 @@ class Store:
 
     def forget(self, name: str) -> None:
         folder = self.folder(name)
-        if not self.root.is_dir():
-            raise GuesserError(f"no personal label {name!r} to forget (known: none yet)")
+        self.recover(wait=False)
+        self._check_in_the_way(folder)
+        if not folder.is_dir():
+            raise GuesserError(f"no personal label {name!r} to forget (known: {self._known()})")
         with self._locked():
-            self._recover()
-            self._check_in_the_way(folder)
-            if not folder.is_dir():
-                raise GuesserError(f"no personal label {name!r} to forget (known: {self._known()})")
             gone = self.root / f".gone.{os.getpid()}.{folder.name}"
             try:
                 os.rename(folder, gone)  # one step: the label disappears whole, then its files go
@@ -503,8 +506,8 @@ class Store:
 
     def recover(self, wait: bool = True) -> None:
         """Put right what a crashed writer left (see the class); a no-op when the store is busy or read-only."""
-        if not self.root.is_dir():
-            return
+        if not self._debris():
+            return  # the common case: nothing to put right, so nothing is locked or created
         try:
             with self._locked(wait=wait) as held:
                 if held:
@@ -512,12 +515,16 @@ class Store:
         except (GuesserError, OSError):
             pass
 
-    def _recover(self) -> None:
+    def _debris(self) -> list[str]:
+        """Hidden folders a writer makes (``.new.*``, ``.old.*``, ``.gone.*``) found in the store."""
         try:
-            hidden = [e.name for e in os.scandir(self.root) if e.name.startswith(".") and e.name.count(".") >= 3]
+            return sorted(e.name for e in os.scandir(self.root)
+                          if e.name.startswith((".new.", ".old.", ".gone.")) and e.name.count(".") >= 3)
         except OSError:
-            return
-        for name in sorted(hidden):
+            return []
+
+    def _recover(self) -> None:
+        for name in self._debris():
             what, _, slug_ = name[1:].split(".", 2)
             path, final = self.root / name, self.root / slug_
             if what == "old" and not os.path.lexists(final):
