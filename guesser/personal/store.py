@@ -204,23 +204,9 @@ class PersonalLabel:
         as the descriptor the views make (``probe.descriptor``), so a label that
         loads can always be scored.
         """
-        from guesser.checkpoint import load_checkpoint
-
         path = folder / LABEL_FILE
+        tensors, meta, models, views = read_stamped(path, KIND, "personal label", MAX_LABEL_VALUES)
         try:
-            with open(path, "rb"):
-                pass
-        except OSError as e:
-            raise CheckpointError(f"{shown(path)}: cannot read it ({e.strerror or e})") from None
-        _check_sizes(path)
-        tensors, meta = load_checkpoint(path)
-        try:
-            if meta.get("kind") != KIND:
-                raise ValueError(f"a {meta.get('kind', 'unknown')} file, not a personal label")
-            models = tuple(ModelStamp.from_json(m) for m in _list(meta["models"], "models"))
-            if not models or len({m.name for m in models}) != len(models):
-                raise ValueError("its models must be listed, each once")
-            views = {s.name: View.from_tensors(tensors, s.name) for s in models}
             e = meta["estimate"]
             label = cls(_text(meta["name"], "name"), models, views,
                         LinearProbe(tensors["probe.coef"].float().numpy(), _finite(meta["intercept"], "intercept"),
@@ -239,14 +225,37 @@ MAX_LABEL_VALUES = 4_000_000
 """More numbers than any label holds (20 examples of a few thousand values per model, weights to match)."""
 
 
-def _check_sizes(path: Path) -> None:
-    """Before any tensor is read: a label file holds a few small tensors, not gigabytes."""
-    from guesser.checkpoint import tensor_shapes
+def read_stamped(path: Path, kind: str, what: str, max_values: int
+                 ) -> tuple[dict[str, torch.Tensor], dict, tuple[ModelStamp, ...], dict[str, View]]:
+    """(tensors, header, model stamps, each model's View) of a file of what models said about clips.
 
+    The one reader of the two such files, a personal label and the background
+    sample: readable, no more than ``max_values`` numbers (checked from the
+    header, before any tensor is read), the right ``kind``, its models listed
+    each once, and a view for each. Anything else is one CheckpointError
+    naming the file and ``what`` it should have been.
+    """
+    from guesser.checkpoint import load_checkpoint, tensor_shapes
+
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise CheckpointError(f"{shown(path)}: cannot read it ({e.strerror or e})") from None
     total = sum(int(np.prod(s)) for s in tensor_shapes(path).values())
-    if total > MAX_LABEL_VALUES:
-        raise CheckpointError(f"{shown(path)}: not a readable personal label ({total:,} values; "
-                              f"a label holds at most {MAX_LABEL_VALUES:,})")
+    if total > max_values:
+        raise CheckpointError(f"{shown(path)}: not a readable {what} ({total:,} values; at most {max_values:,})")
+    tensors, meta = load_checkpoint(path)
+    try:
+        if meta.get("kind") != kind:
+            raise ValueError(f"a {meta.get('kind', 'unknown')} file, not a {what}")
+        models = tuple(ModelStamp.from_json(m) for m in _list(meta["models"], "models"))
+        if not models or len({m.name for m in models}) != len(models):
+            raise ValueError("its models must be listed, each once")
+        views = {s.name: View.from_tensors(tensors, s.name) for s in models}
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{shown(path)}: not a readable {what} ({err})") from None
+    return tensors, meta, models, views
 
 
 def _list(v: Any, what: str) -> list:
