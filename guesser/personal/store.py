@@ -250,8 +250,8 @@ def read_stamped(path: Path, kind: str, what: str, max_values: int
         if meta.get("kind") != kind:
             raise ValueError(f"a {meta.get('kind', 'unknown')} file, not a {what}")
         models = tuple(ModelStamp.from_json(m) for m in _list(meta["models"], "models"))
-        if not models or len({m.name for m in models}) != len(models):
-            raise ValueError("its models must be listed, each once")
+        if len({m.name for m in models}) != len(models):
+            raise ValueError("its models must be listed each once")
         views = {s.name: View.from_tensors(tensors, s.name) for s in models}
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{shown(path)}: not a readable {what} ({err})") from None
