@@ -107,6 +107,8 @@ def _compute(models, cache_root, fnames, split, task, classes, device, load_mode
     for path, weight in models:
         m = load_model(path, optimize=torch.device(device).type == "cpu")
         m.family_weight = weight
+        if task == "labels" and m.task != "labels":
+            continue  # fused label probabilities come from the label models alone (guesser.scoring.fuse)
         s, used = score(m, Path(cache_root), split, device)
         runs.append(ModelRun(m, s, None, used))
     labels, families = ensemble_scores(runs, "split")
