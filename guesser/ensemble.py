@@ -279,8 +279,19 @@ class Ensemble:
         t0 = time.perf_counter()
         with torch.inference_mode():
             wav = to_mono(waveform)
-            duration = wav.shape[-1] / sample_rate
             logmels = self._log_mels(wav, sample_rate)
+        return self.predict_log_mels(logmels, wav.shape[-1] / sample_rate, timeline=timeline,
+                                     embeddings=embeddings, t0=t0)
+
+    def predict_log_mels(self, logmels: dict[str, torch.Tensor], duration: float, *, timeline: bool = False,
+                         embeddings: bool = False, t0: float | None = None) -> Prediction:
+        """One log-mel per front-end (``FeatureConfig.key``) -> :class:`Prediction`: what :meth:`predict` scores.
+
+        :class:`guesser.live.LiveScorer` calls it with rolling log-mels, so the
+        microphone's newest window is windowed, scored and fused exactly as a file is.
+        """
+        t0 = time.perf_counter() if t0 is None else t0
+        with torch.inference_mode():
             embeddings = embeddings or bool(self.personal)
             scored = []
             for m in self.models:
