@@ -19,11 +19,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-import numpy as np
 
 from guesser.errors import GuesserError
 from guesser.labels import pretty
 from guesser.live import LIVE_HOP_SECONDS, LIVE_WINDOW_SECONDS, LiveEvents, listen
+from guesser.present import render_prediction
 from guesser.recorder import AudioBackend, Level, Recorder, SilentInputError
 
 MAX_SECONDS = 30.0
@@ -38,31 +38,6 @@ def listen_record(prediction: Any, level: Level, *, device: str, start: float, e
         return out
     out.update(prediction.to_json(top_k=top_k))
     return out
-
-
-def _bar(score: float, width: int = 20) -> str:
-    full = int(round(max(0.0, min(1.0, score)) * width))
-    return "█" * full + "·" * (width - full)
-
-
-def print_prediction(console, prediction: Any, top_k: int, title: str) -> None:
-    """A rich table of the top labels, then families and what each model said."""
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", show_edge=False)
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("label")
-    table.add_column("score", justify="right")
-    table.add_column("", style="cyan")
-    for i, s in enumerate(prediction.top(top_k), start=1):
-        table.add_row(str(i), pretty(s.name), f"{s.score:.2f}", _bar(s.score))
-    console.print(table)
-    if prediction.personal:
-        console.print("yours:    " + " · ".join(f"{s.name} {s.score:.2f}" + (" ✓" if s.score >= 0.5 else "")
-                                            for s in prediction.personal[:5]))
-    console.print("families: " + " · ".join(f"{f.name} {f.score:.2f}" for f in prediction.families[:3]))
-    console.print("models:   " + " · ".join(f"{m.name} → {pretty(m.ranking[0].name)} {m.ranking[0].score:.2f}"
-                                            for m in prediction.models))
 
 
 def run_listen(once: bool = False, json_out: bool = False, device: str | None = None,
@@ -111,7 +86,7 @@ def run_listen(once: bool = False, json_out: bool = False, device: str | None = 
             if pred is None:
                 console.print(f"[dim]{start:6.1f}–{end:.1f} s  (silence, {level.rms_db:.0f} dBFS)[/dim]")
             elif once:
-                print_prediction(console, pred, top_k, f"{rec.device_name}: {end - start:.1f} s")
+                console.print(render_prediction(pred, title=f"{rec.device_name}: {end - start:.1f} s", top_k=top_k))
             else:
                 top = " · ".join(f"{pretty(s.name)} {s.score:.2f}" for s in pred.top(top_k or 5))
                 if pred.heard_personal:  # the user's own sound, when heard, comes first
