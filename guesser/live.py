@@ -161,15 +161,25 @@ def listen(recorder: Recorder, ensemble: Any, seconds: float = LIVE_WINDOW_SECON
     ensemble runs in this thread: while it works, audio keeps arriving in the
     recorder's ring buffer, and a window whose time has passed by more than a
     hop is skipped (:meth:`Recorder.windows`), so answers never fall behind.
+
+    Torch runs on one thread meanwhile: one window per hop gains nothing from
+    a second, whose OpenMP threads spin between calls: on a busy 2-core
+    machine a hop cost 17 ms of CPU on one thread and 244 ms on two
+    (docs/benchmarks.md, "Listening live").
     """
     sr = recorder.samplerate
     scorer = live_scorer(ensemble, sr, seconds)
-    for heard in recorder.windows(seconds, hop, cancelled, early=True):
-        scorer.feed(heard.samples, int(round(heard.end * sr)))
-        level = Level.of(heard.samples)
-        prediction = None if level.silent else scorer.predict()
-        yield LiveWindow(heard.start, heard.end, heard.samples, level, prediction,
-                         prediction is not None and scorer.sounding)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for heard in recorder.windows(seconds, hop, cancelled, early=True):
+            scorer.feed(heard.samples, int(round(heard.end * sr)))
+            level = Level.of(heard.samples)
+            prediction = None if level.silent else scorer.predict()
+            yield LiveWindow(heard.start, heard.end, heard.samples, level, prediction,
+                             prediction is not None and scorer.sounding)
+    finally:
+        torch.set_num_threads(threads)
 
 
 RECENT_SECONDS = 10.0
