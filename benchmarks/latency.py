@@ -23,8 +23,8 @@ for choosing settings without audio hardware.
 
 Printed: per clip the time to the first correct top family and to the first
 correct label in the top 3, then the medians against the goals (0.35 s and
-0.6 s). The baseline in the same run: the previous listen defaults
-(``--hop`` = half the window), unless ``--no-baseline``.
+0.6 s). The baseline in the same run: the same listener at the previous
+default hop (half the 6 s window: ``--hop 3``), unless ``--no-baseline``.
 """
 
 from __future__ import annotations
@@ -163,6 +163,7 @@ def simulate(ensemble: Ensemble, scene: np.ndarray, seconds: float, hop: float) 
     from guesser.live import LiveScorer
     from guesser.recorder import Level
 
+    torch.set_num_threads(1)  # as guesser.live.listen runs
     scorer = LiveScorer(ensemble, SR, seconds)
     step, n = int(hop * SR), int(seconds * SR)
     lines = []
@@ -235,12 +236,14 @@ def main() -> None:
     ap.add_argument("--models", action="append", default=[])
     ap.add_argument("--simulate", action="store_true", help="no microphone: feed the live scorer directly")
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--also-hop", type=float, action="append", default=[], help="more hops to try (same window)")
     args = ap.parse_args()
     ensemble = Ensemble.load(args.models or None)
     clips = pick_clips(ensemble, args.corpus if args.corpus.is_dir() else None)
     print(f"{cpu_name()}; {len(clips)} clips, {len(clips)} classes; "
           f"{'simulated' if args.simulate else 'virtual microphone'}")
-    runs = [(args.seconds, args.hop)] + ([] if args.no_baseline else [(6.0, 3.0)])
+    runs = [(args.seconds, args.hop)] + [(args.seconds, h) for h in args.also_hop] + \
+        ([] if args.no_baseline else [(6.0, 3.0)])
     for seconds, hop in runs:
         scene = build_scene(clips, hop)
         lines = simulate(ensemble, scene, seconds, hop) if args.simulate else \
