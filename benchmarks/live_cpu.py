@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -98,6 +99,7 @@ def measure(cmd: list[str], phase: float, sound: Path) -> tuple[float, float]:
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         proc.stdout.readline()  # models loaded, the stream is open
+        threading.Thread(target=proc.stdout.read, daemon=True).start()  # a full pipe would stall the listener
         time.sleep(1.0)
         shares = []
         for play in (False, True):
@@ -126,6 +128,7 @@ def main() -> None:
         rows = [
             ("recorder only (baseline)", [py, "-c", RECORDER_ONLY]),
             ("whole window every hop (baseline)", [py, "-c", WHOLE_WINDOW]),
+            ("guesser listen --hop 0.25", [py, "-m", "guesser", "listen", "--json", "--device", "pulse", "--hop", "0.25"]),
             ("guesser listen (defaults)", [py, "-m", "guesser", "listen", "--json", "--device", "pulse"]),
         ]
         results = {name: measure(cmd, args.phase, sound) for name, cmd in rows}

@@ -380,7 +380,7 @@ def listen(
     json_out: bool = typer.Option(False, "--json", help="JSON Lines output."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Input device (index or name)."),
     seconds: float = typer.Option(6.0, "--seconds", "-s", help="How much of the newest audio each answer looks at."),
-    hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between answers [default: 0.25]; a late one "
+    hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between answers [default: 0.125]; a late one "
                                         "is skipped, never queued."),
     top_k: int = typer.Option(5, "--top-k", "-k"),
     models: Optional[List[Path]] = typer.Option(None, "--models", "-m", readable=False),

@@ -3,7 +3,7 @@
 Shares :class:`~guesser.recorder.Recorder` with ``guesser play`` so both see
 devices, levels and failures the same way. ``--once`` records one window and
 prints it; otherwise the newest ``--seconds`` are scored every ``--hop``
-(default 0.25 s, :mod:`guesser.live`) until Ctrl-C. JSON Lines carry the same
+(default 0.125 s, :mod:`guesser.live`) until Ctrl-C. JSON Lines carry the same
 fields as ``guesser classify --json`` plus the window's time and input level,
 so scripts can treat a microphone like a stream of files, and ``"events"``:
 the sound events (:mod:`guesser.events`) that ended by that window, usually

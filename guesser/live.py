@@ -13,9 +13,12 @@ microphone run one loop, :func:`listen`:
                                         windows, models and fusion as a file (guesser.scoring)
 
 Why streaming: recomputing the resampling and the log-mel of a whole 6 s
-window every 0.25 s would do 24 times the front-end work the new samples need;
-the models themselves cost ~15 ms of one core per window (``benchmarks/live_cpu.py``).
-Models sharing a front-end share one rolling log-mel.
+window every 0.125 s would do 48 times the front-end work the new samples
+need; the models themselves cost ~15 ms of one core per window
+(``benchmarks/live_cpu.py``). Models sharing a front-end share one rolling
+log-mel. Why 0.125 s: the median time from a sound's start to its family
+was 0.41 s at a 0.25 s hop and 0.33 s at 0.125 s (``benchmarks/latency.py``,
+docs/benchmarks.md), for CPU well within budget.
 
 An ensemble without loaded checkpoints (the tests' stand-ins) is scored whole
 window by whole window through its ``predict``.
