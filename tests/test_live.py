@@ -155,3 +155,13 @@ def test_listen_json_lines_carry_events(monkeypatch):
     assert events and {"Clapping", "Speech"} <= {e["label"] for e in events}
     for e in events:
         assert set(e) == {"label", "family", "start", "end", "score"} and e["end"] > e["start"]
+
+
+def test_cli_refuses_a_bad_hop_in_one_line():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "guesser", "listen", "--hop", "0"], capture_output=True, text=True,
+                          timeout=120)
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.returncode == 1 and lines == ["error: --hop must be in (0, 30], got 0"]
