@@ -9,7 +9,8 @@ microphone run one loop, :func:`listen`:
     LiveScorer.feed(samples, end)       only the samples after the previous window's end go through
        │                                StreamResampler (per rate) → StreamLogMel (per front-end);
        │                                the last ``seconds`` of log-mel frames are kept rolling
-    LiveScorer.predict()                Ensemble.predict_log_mels on the rolling log-mels: the same
+    LiveScorer.predict()                quiet room cut from the window's ends (loud_span), then
+                                        Ensemble.predict_log_mels on the rolling log-mels: the same
                                         windows, models and fusion as a file (guesser.scoring)
 
 Why streaming: recomputing the resampling and the log-mel of a whole 6 s
@@ -37,7 +38,6 @@ from guesser.labels import default_label_space
 from guesser.recorder import LIVE_HOP_SECONDS, LIVE_WINDOW_SECONDS, Level, Recorder
 from guesser.stream import StreamLogMel, StreamResampler
 
-
 QUIET_DB = 30.0
 """Frames this far below a live window's loudest are room, not sound: cut from its ends (:func:`loud_span`)."""
 
@@ -64,8 +64,9 @@ class LiveScorer:
     stream started): what lies after the previous end is resampled and turned
     into log-mel frames; a gap (skipped windows longer than the window, or a
     stream that restarted) starts the front-end afresh from this window.
-    The frames a centred STFT needs future samples for (the last ``n_fft / 2``)
-    come with the next feed, so the rolling log-mel lags the audio by ~23 ms.
+    The frames a centred STFT needs future samples for (the last ``n_fft / 2``,
+    and the resampler's kernel) come with the next feed: the rolling log-mel
+    lags the audio by two frames (40 ms).
     """
 
     def __init__(self, ensemble: Any, samplerate: int, seconds: float):
