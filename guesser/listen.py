@@ -73,6 +73,8 @@ def run_listen(once: bool = False, json_out: bool = False, device: str | None = 
             for line in attach(ensemble).notices():
                 note.print(f"note: {line}", markup=False)
 
+        live_events = LiveEvents()
+
         def emit(pred: Any, level: Level, start: float, end: float, events: list | None = None) -> None:
             if json_out:
                 rec_json = listen_record(pred, level, device=rec.device_name, start=start, end=end, top_k=top_k)
@@ -81,7 +83,7 @@ def run_listen(once: bool = False, json_out: bool = False, device: str | None = 
                 out.write(json.dumps(rec_json) + "\n")
                 out.flush()
                 return
-            for e in events or ():
+            for e in live_events.specific(events or []):  # people get Bark, not also Dog and Animal
                 console.print(event_line(e))
             if pred is None:
                 console.print(f"[dim]{start:6.1f}–{end:.1f} s  (silence, {level.rms_db:.0f} dBFS)[/dim]")
@@ -100,7 +102,7 @@ def run_listen(once: bool = False, json_out: bool = False, device: str | None = 
                 out.write(json.dumps({"device": rec.device_name, "start": round(end, 3), "end": round(end, 3),
                                       "events": [e.to_json() for e in events]}) + "\n")
                 out.flush()
-            for e in [] if json_out else events:
+            for e in [] if json_out else live_events.specific(events):
                 console.print(event_line(e))
 
         if once:
@@ -113,7 +115,7 @@ def run_listen(once: bool = False, json_out: bool = False, device: str | None = 
                 raise SilentInputError(level, rec.device_name)
             emit(ensemble.predict(samples, rec.samplerate), level, 0.0, float(seconds))
             return 0
-        return _loop(rec, ensemble, seconds, hop, emit, emit_events, note, max_windows)
+        return _loop(rec, ensemble, seconds, hop, live_events, emit, emit_events, note, max_windows)
 
 
 def event_line(e: Any) -> str:
@@ -121,11 +123,10 @@ def event_line(e: Any) -> str:
     return f"[b]{e.start:6.1f}–{e.end:.1f} s  heard {pretty(e.label)}[/b] ({e.family}, {e.duration:.1f} s, peak {e.score:.2f})"
 
 
-def _loop(rec: Recorder, ensemble: Any, seconds: float, hop: float, emit: Callable[..., None],
+def _loop(rec: Recorder, ensemble: Any, seconds: float, hop: float, events: LiveEvents, emit: Callable[..., None],
           emit_events: Callable[..., None], note, max_windows: int | None) -> int:
     """Score the newest ``seconds`` every ``hop`` seconds (:func:`guesser.live.listen`) until Ctrl-C."""
     note.print(f"listening on {rec.device_name}: the last {seconds:g} s every {hop:g} s; Ctrl-C to stop")
-    events = LiveEvents()
     end = 0.0
     try:
         for w in itertools.islice(listen(rec, ensemble, seconds, hop), max_windows):
