@@ -53,6 +53,7 @@ from trainer.background import ambient_clips
 from trainer.cache import CachedSplit, FeatureCache, find_cache
 from trainer.fsd50k import family_targets
 from trainer.inference import predict_split
+from trainer.distill import distillation_loss, soft_targets
 from trainer.losses import Criterion, positive_weights, prior_bias
 from trainer.metrics import mean_average_precision
 from trainer.recipe import Recipe, TrainConfig
@@ -131,6 +132,8 @@ class Targets:
     y: np.ndarray
     keep: np.ndarray  # indices into the split
     classes: tuple[str, ...]
+    soft: np.ndarray | None = None  # [N, K] a teacher's probabilities (distillation), rows as ``y``
+    known: np.ndarray | None = None  # [K] bool: the classes the teacher learned
 
 
 def task_targets(recipe: Recipe, split: CachedSplit, labels: LabelSpace) -> Targets:
@@ -169,6 +172,8 @@ def make_batch(split: CachedSplit, targets: Targets, idx: np.ndarray, cfg: Featu
     frames = int(round(t.crop_seconds * cfg.frames_per_second)) if t.crop_seconds else cfg.clip_frames
     x = torch.from_numpy(split.crops(idx, frames, rng, policy=cfg.short))
     y = torch.from_numpy(targets.y[idx])
+    if targets.soft is not None:  # the teacher's columns ride along, so mixing treats them as the labels
+        y = torch.cat([y, torch.from_numpy(targets.soft[idx])], dim=1)
     multilabel = recipe.task == "labels"
     bg = None
     if recipe.augment.background_p and background is not None and len(background):
@@ -616,6 +621,23 @@ class Run:
                          self.model)
 
 
+def with_teacher(tr: Targets, recipe: Recipe, cache_root, cache_dir: Path, dev: torch.device, main: bool,
+                 world: int, log: Callable[[str], None]) -> Targets:
+    """``tr`` with the teacher's soft targets (rank 0 computes and stores them once; the others read them)."""
+    def load():
+        return soft_targets(recipe.train.distill, Path(cache_root), cache_dir, "train", recipe.task, tr.classes,
+                            dev, log=log if main else (lambda _: None))
+
+    soft = load() if main else None
+    if world > 1:
+        torch.distributed.barrier()
+        soft = soft or load()
+    if main:
+        log(json.dumps({"teacher": recipe.train.distill, "key": soft.key,
+                        "classes_distilled": int(soft.known.sum()), "classes": len(soft.known)}))
+    return replace(tr, soft=soft.probs, known=soft.known)
+
+
 def prepare(recipe: Recipe, cache_root: str | Path, out_dir: str | Path, rank: int, world: int, dev: torch.device,
             resume: bool, log: Callable[[str], None]) -> Run:
     """Set-up: the run folder, the state to resume, data and targets, model, loss, optimiser, EMA, sampler."""
@@ -638,6 +660,8 @@ def prepare(recipe: Recipe, cache_root: str | Path, out_dir: str | Path, rank: i
     tr, va = task_targets(recipe, train_split, labels), task_targets(recipe, val_split, labels)
     if len(tr.keep) == 0 or len(va.keep) == 0:
         raise GuesserError(f"{cache.directory}: no usable train or val clips for task {recipe.task!r}")
+    if t.distill:
+        tr = with_teacher(tr, recipe, cache_root, cache.directory, dev, main, world, log)
 
     # ---- model, loss, optimiser
     torch.manual_seed(t.seed)
@@ -766,7 +790,7 @@ def train_step(run: Run, order: np.ndarray) -> int:
     torch.manual_seed(seed)  # dropout
     with torch.autocast(run.dev.type, dtype=run.amp or torch.float32, enabled=run.amp is not None):
         logits = run.net(x)
-    loss = run.criterion(logits, y)  # in fp32: Criterion casts the logits
+    loss = training_loss(run, logits, y)
     value = float(loss.item())
     if any_rank(not math.isfinite(value), run.world, run.dev):  # every rank stops at the same step
         raise TrainingDiverged(f"{run.recipe.name}: loss became {value if not math.isfinite(value) else 'nan'} "
@@ -782,6 +806,16 @@ def train_step(run: Run, order: np.ndarray) -> int:
     c["step"] += 1
     run.steps_this_call += 1
     return len(idx)
+
+
+def training_loss(run: Run, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The recipe's criterion on the hard labels, plus the distillation term when a teacher is set (fp32)."""
+    if run.tr.soft is None:
+        return run.criterion(logits, y)  # Criterion casts the logits
+    k, w = logits.shape[1], run.recipe.train.distill_weight
+    known = torch.from_numpy(run.tr.known).to(y.device)
+    soft = distillation_loss(logits, y[:, k:], known, multilabel=run.recipe.task == "labels")
+    return (1 - w) * run.criterion(logits, y[:, :k]) + w * soft
 
 
 def end_epoch(run: Run, on_epoch: Callable[[dict], None] | None) -> None:

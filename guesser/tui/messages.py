@@ -6,7 +6,7 @@ thread-safe) and the screen or app that started them updates the display.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from textual.message import Message
@@ -85,11 +85,18 @@ class RecordFailed(Failed):
 
 
 class ListenUpdate(Message):
-    """One sliding window in listen mode; ``prediction`` is None for silence."""
+    """One sliding window in listen mode; ``prediction`` is None for silence.
 
-    def __init__(self, prediction: Any | None, level: Level, end: float) -> None:
+    ``events``: the sound events (:class:`guesser.events.Event`) that ended by
+    this window, times in seconds of ``end``'s clock; ``clock``: the wall clock
+    (``time.time()``) at ``end``.
+    """
+
+    def __init__(self, prediction: Any | None, level: Level, end: float, events: Sequence[Any] = (),
+                 clock: float = 0.0) -> None:
         super().__init__()
         self.prediction, self.level, self.end = prediction, level, end
+        self.events, self.clock = list(events), clock
 
 
 class Notice(Message):
