@@ -27,6 +27,7 @@ from guesser.labels import pretty
 
 if TYPE_CHECKING:  # pragma: no cover
     from guesser.ensemble import Ensemble, Prediction
+    from guesser.sed import EventSettings
 
 BAR_WIDTH = 20
 TIMELINE_TOP = 3
@@ -91,13 +92,14 @@ def classify_file(ensemble: "Ensemble", path: Path, *, timeline: bool = False) -
     return prediction
 
 
-def classify_path(ensemble: "Ensemble", path: Path, *, timeline: bool = False) -> tuple["Prediction", bool]:
-    """(prediction, silent) for one file of any length, decoded and scored block by block."""
+def classify_path(ensemble: "Ensemble", path: Path, *, timeline: bool = False,
+                  events: "EventSettings | None" = None) -> tuple["Prediction", bool]:
+    """(prediction, silent) for one file of any length, decoded and scored block by block (+ its sound events)."""
     from guesser.audio import open_audio
     from guesser.stream import is_silent, predict_source
 
     with open_audio(path) as source:
-        prediction = predict_source(ensemble, source, timeline=timeline)
+        prediction = predict_source(ensemble, source, timeline=timeline, events=events)
         return prediction, is_silent(source)
 
 
@@ -168,7 +170,26 @@ def render_prediction(prediction: "Prediction", *, title: str, top_k: int, timel
             tl.add_row(f"{w.start:6.1f}–{w.end:.1f} s",
                        " · ".join(f"{pretty(s.name)} {s.score:.2f}" for s in w.labels[:TIMELINE_TOP]))
         parts.append(tl)
+    if prediction.events is not None:
+        parts.append(render_events(prediction.events))
     return Group(*parts)
+
+
+def render_events(events) -> "Table | Text":
+    """The sounds heard, in order: start–end, label, family, peak score (or one line saying none)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    if not events:
+        return Text("events    nothing heard above the event threshold", style="dim")
+    table = Table(title="events", title_justify="left", show_edge=False, pad_edge=False, box=None)
+    table.add_column("start–end", justify="right", style="dim", no_wrap=True)
+    table.add_column("label")
+    table.add_column("family", style="green")
+    table.add_column("peak", justify="right")
+    for e in events:
+        table.add_row(f"{e.start:6.2f}–{e.end:.2f} s", pretty(e.label), e.family, f"{e.score:.2f}")
+    return table
 
 
 def personal_line(personal) -> "Text":
@@ -194,12 +215,14 @@ def _title(path: Path, prediction: "Prediction", silent: bool = False) -> str:
 
 
 def run_classify(paths: Iterable[Path], json_out: bool = False, top_k: int = 5,
-                 models: Sequence[Path] | None = None, timeline: bool = False, *,
+                 models: Sequence[Path] | None = None, timeline: bool = False,
+                 events: "bool | EventSettings" = False, *,
                  ensemble: "Ensemble | None" = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Classify every file (folders recursively); return the exit code (0, or 1 if any file failed).
 
     ``ensemble``/``out``/``err`` let callers and tests reuse a loaded ensemble
-    and capture the streams; the CLI passes none of them.
+    and capture the streams; the CLI passes none of them. ``events`` adds the
+    sounds heard with their start and end (:mod:`guesser.sed`) to each file.
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -222,11 +245,16 @@ def run_classify(paths: Iterable[Path], json_out: bool = False, top_k: int = 5,
 
         for line in attach(ensemble).notices():  # the user's own labels, scored next to AudioSet's
             err.write(f"note: {line}\n")
+    settings = None  # --events: the default settings; callers and tests may pass their own
+    if events:
+        from guesser.sed import EventSettings
+
+        settings = events if isinstance(events, EventSettings) else EventSettings()
     failed = 0
     for path, problem in items:
         if problem is None:
             try:
-                pred, silent = classify_path(ensemble, path, timeline=timeline)
+                pred, silent = classify_path(ensemble, path, timeline=timeline, events=settings)
             except AudioError as e:
                 problem = str(e)
         if problem is not None:
