@@ -10,9 +10,8 @@ and fed to one :class:`guesser.events.EventTracker`, so a file of any length
 keeps only a few rows in memory (:func:`guesser.stream.predict_source` feeds it
 block by block; :meth:`guesser.ensemble.Ensemble.predict` all at once).
 
-Row times: sub-window k of length L stands for the hop ending at its centre
-(``start + L/2 - hop/2``; the first one from 0), so an event's start is where its
-sub-windows were about half covered by the sound. Defaults were chosen on
+Row times: sub-window k of length L stands for the hop ending at its anchor
+(``start + anchor·L - hop/2``; the first one from 0; anchor 0.5 is its centre). Defaults were chosen on
 scenes from the validation split (``benchmarks/scenes.py``,
 docs/benchmarks.md#sound-events).
 """
@@ -39,18 +38,23 @@ class EventSettings:
     window: float = 1.0
     hop: float = 0.25
     rules: EventRules = field(default_factory=EventRules)
+    anchor: float = 0.5  # a sub-window's row stands for the hop ending this far into it (0.5: its centre)
 
 
 class EventFeed:
     """Sub-window probabilities of every model of ``ensemble`` -> label events, as the rows arrive."""
 
-    def __init__(self, ensemble: "Ensemble", settings: EventSettings = EventSettings()):
+    def __init__(self, ensemble: "Ensemble", settings: EventSettings = EventSettings(), record: bool = False):
         self.ensemble, self.settings = ensemble, settings
         names = ensemble.label_names
         self.tracker = EventTracker(names, label_families(names), settings.rules)
         self.pending: list[deque] = [deque() for _ in ensemble.models]  # (start frame, [K] probs) per model
         self.rows = 0
         self.events: list[Event] = []
+        self.record = record  # keep every fused row (benchmarks tune EventRules on them: detect_events)
+        self.times: list[float] = []
+        self.scores: list[torch.Tensor] = []
+        self.family_scores: list[torch.Tensor] = []
 
     def add(self, model: int, starts: Sequence[int], probs: torch.Tensor) -> None:
         """Model ``model``'s sub-windows at ``starts`` (frames) with their [n, K] probabilities."""
@@ -60,7 +64,12 @@ class EventFeed:
             fused = self.ensemble.fuse_models(self.ensemble.models, [p for _, p in row])
             if fused.labels is None:  # an ensemble of family models names no labels
                 continue
-            self.events += self.tracker.push(self.time(row[0][0]), fused.labels.numpy())
+            t = self.time(row[0][0])
+            self.events += self.tracker.push(t, fused.labels.numpy())
+            if self.record:
+                self.times.append(t)
+                self.scores.append(fused.labels)
+                self.family_scores.append(fused.families)
             self.rows += 1
 
     def time(self, start: int) -> float:
@@ -69,7 +78,7 @@ class EventFeed:
             return 0.0
         cfg = self.ensemble.models[0].features
         length, hop = window_frames(cfg, self.settings.window, self.settings.hop)
-        return (start + (length or cfg.clip_frames) / 2 - (hop or 0) / 2) / cfg.frames_per_second
+        return (start + (length or cfg.clip_frames) * self.settings.anchor - (hop or 0) / 2) / cfg.frames_per_second
 
     def finish(self, duration: float) -> list[Event]:
         """Every event of the source, sorted by start (the source ended at ``duration`` seconds)."""
