@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from guesser.ensemble import Ensemble  # noqa: E402
 from guesser.features import noise_fill  # noqa: E402
 from guesser.labels import FAMILIES_6, default_label_space  # noqa: E402
-from guesser.scoring import POOLINGS, batches, family_source, fuse, model_probs, windows  # noqa: E402
+from guesser.scoring import POOLINGS, batches, model_probs, windows  # noqa: E402
 from trainer.cache import find_cache  # noqa: E402
 from trainer.metrics import family_truth, mean_average_precision  # noqa: E402
 
@@ -48,11 +48,7 @@ def score_sets(ens: Ensemble, clips: list[torch.Tensor], sub: tuple[float, float
         per_model.append((m, out))
     result = {}
     for pooling in POOLINGS:
-        probs = [(m, out.clip_probs(len(clips), pooling)) for m, out in per_model]
-        fused = fuse([p for m, p in probs if m.task == "labels"],
-                     [family_source(p, m.task, m.classes) for m, p in probs],
-                     [m.family_weight for m, _ in probs],
-                     [m.family_weight for m, _ in probs if m.task == "labels"])
+        fused = ens.fuse_models(ens.models, [out.clip_probs(len(clips), pooling) for _, out in per_model])
         result[pooling] = (fused.labels.numpy(), fused.families.numpy())
     return result
 
