@@ -9,11 +9,13 @@ benchmarks::
     log-mel [M, T]   guesser.features.log_mel of a waveform, or a clip read back from the cache
       └─ windows(logmel, cfg)             the model's windows: one (tiled or padded) for a clip up
                                           to its length, half-overlapping ones for a longer clip
+                                          (``seconds``: shorter sub-windows, filled alike: sound events)
       └─ batches(clips, size)             windows of one or many clips, normalised, ``size`` at a time
       └─ model_probs(module, batches, task)
                                           sigmoid (labels) or softmax (families) per window, and
                                           optionally each window's embedding (the head's input)
-      └─ clip_means(values, ids, n)       one row per clip: the mean over its windows
+      └─ clip_means(values, ids, n)       one row per clip: the mean over its windows (clip_pool: or max,
+                                          linear softmax; measured in docs/benchmarks.md)
       └─ family_source(probs, task, classes)
                                           a model's family scores: a family model's softmax placed
                                           among the six families, a label model's labels folded
