@@ -38,6 +38,9 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", "
 SILENCE_PEAK = 1e-4
 """Peak below which a file counts as silent (-80 dBFS: below any microphone's noise floor)."""
 
+INPUT_RATES = (1000, 768000)
+"""The sample rates guesser reads (Hz): everything its resampler converts in linear time and bounded memory."""
+
 BLOCK_SECONDS = 10.0
 """How much audio :meth:`AudioSource.blocks` hands over at a time (bounded memory for any length)."""
 
@@ -62,6 +65,14 @@ class Audio:
         return float(np.abs(self.samples).max()) < SILENCE_PEAK
 
 
+def rate_problem(rate) -> str | None:
+    """None for a sample rate guesser reads; else one line saying why not (the range it reads)."""
+    lo, hi = INPUT_RATES
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not lo <= rate <= hi:
+        return f"unsupported sample rate {rate} Hz (guesser reads {lo:,}–{hi:,} Hz)"
+    return None
+
+
 def _reason(e: BaseException) -> str:
     return str(e).split("\n")[0].strip() or type(e).__name__
 
@@ -78,8 +89,8 @@ class AudioSource:
     decoder = "?"
 
     def __init__(self, name: str, sample_rate: int, channels: int, frames: int | None):
-        if sample_rate <= 0:
-            raise AudioError(f"{name}: invalid sample rate {sample_rate}")
+        if rate_problem(sample_rate):
+            raise AudioError(f"{name}: {rate_problem(sample_rate)}")
         if channels <= 0:
             raise AudioError(f"{name}: no audio channels")
         self.name, self.sample_rate, self.channels, self.frames = name, int(sample_rate), int(channels), frames
@@ -289,8 +300,8 @@ def check_waveform(samples: np.ndarray, sample_rate: int, *, name: str, allow_si
         samples = samples[None, :]
     if samples.shape[-1] == 0 or samples.size == 0:
         raise AudioError(f"{name}: empty audio (no samples)")
-    if sample_rate <= 0:
-        raise AudioError(f"{name}: invalid sample rate {sample_rate}")
+    if rate_problem(sample_rate):
+        raise AudioError(f"{name}: {rate_problem(sample_rate)}")
     if not np.isfinite(samples).all():
         raise AudioError(f"{name}: audio contains NaN or infinite samples")
     if not allow_silent and float(np.abs(samples).max()) < SILENCE_PEAK:
@@ -305,12 +316,32 @@ def silent_message(name: str) -> str:
 def find_audio_files(paths: list[Path]) -> list[Path]:
     """Expand folders (recursively, sorted) into audio files; plain file arguments are kept as given.
 
-    Only regular files are listed from a folder (a FIFO named ``x.wav`` is not).
+    Only regular files are listed from a folder (a FIFO named ``x.wav`` is not). The walk
+    keeps its own stack, so a folder thousands of levels deep is listed like any other
+    (a recursive walk ends in a RecursionError); linked folders are not followed and
+    folders that cannot be listed are passed over, as ``Path.rglob`` does.
     """
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and f.is_file()))
+            out.extend(sorted(_walk_audio(p)))
         else:
             out.append(p)
     return out
+
+
+def _walk_audio(root: Path) -> Iterator[Path]:
+    stack = [str(root)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as entries:
+                for e in entries:
+                    try:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append(e.path)
+                        elif os.path.splitext(e.name)[1].lower() in AUDIO_EXTENSIONS and e.is_file():
+                            yield Path(e.path)
+                    except OSError:
+                        continue
+        except OSError:
+            continue

@@ -122,6 +122,21 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's name and shape, from the header alone: what a reader checks before reading any data.
+
+    A file whose sizes do not fit what the reader expects is refused before a
+    byte of its tensors is read (an extra 1 GiB tensor costs nothing).
+    """
+    from safetensors import safe_open
+
+    try:
+        with native_path(path) as name, safe_open(name, framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"{path}: corrupt checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
 def load_checkpoint(path: str | Path, dtype: torch.dtype | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, meta); tensors optionally cast (fp16 shipped weights -> fp32 for CPU math)."""
     meta = read_meta(path)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence, TextIO
 
 from guesser.errors import AudioError, GuesserError, OutputError
-from guesser.fileio import shown
+from guesser.fileio import printable, shown
 from guesser.labels import pretty
 from guesser.present import render_prediction
 
@@ -151,7 +151,7 @@ def run_classify(paths: Iterable[Path], json_out: bool = False, top_k: int = 5,
         from guesser.personal.matcher import attach
 
         for line in attach(ensemble).notices():  # the user's own labels, scored next to AudioSet's
-            err.write(f"note: {line}\n")
+            err.write(f"note: {printable(line)}\n")
     settings = None  # --events: the default settings; callers and tests may pass their own
     if events:
         from guesser.sed import EventSettings
@@ -171,7 +171,8 @@ def run_classify(paths: Iterable[Path], json_out: bool = False, top_k: int = 5,
         try:
             if json_out:
                 # allow_nan=False: a NaN can never reach stdout as invalid JSON (combine() refuses them first)
-                out.write(json.dumps(prediction_json(path, pred, top_k, silent), ensure_ascii=False,
+                # ASCII escapes when stdout cannot encode everything (PYTHONIOENCODING=ascii, latin-1)
+                out.write(json.dumps(prediction_json(path, pred, top_k, silent), ensure_ascii=not _utf(out),
                                      allow_nan=False) + "\n")
                 out.flush()
             else:
@@ -184,12 +185,18 @@ def run_classify(paths: Iterable[Path], json_out: bool = False, top_k: int = 5,
     return 1 if failed else 0
 
 
+def _utf(stream: TextIO) -> bool:
+    """Whether ``stream`` encodes every character (a UTF encoding, or a test's in-memory text)."""
+    enc = getattr(stream, "encoding", None)
+    return enc is None or "utf" in enc.lower().replace("-", "")
+
+
 def _error_printer(err: TextIO):
     """One red ``error: …`` line per problem (plain text when ``err`` is not a terminal)."""
     colour = getattr(err, "isatty", lambda: False)()
 
     def show(message: str) -> None:
-        line = f"error: {message}"
+        line = f"error: {printable(message)}"
         try:
             err.write((f"\x1b[31m{line}\x1b[0m" if colour else line) + "\n")
             err.flush()

@@ -47,6 +47,7 @@ def friendly(fn):
         from guesser.stack import check_stack
 
         try:
+            _sane_width()
             check_stack()
             result = fn(*args, **kwargs)
             _flush_stdout()
@@ -93,9 +94,24 @@ except ImportError:  # pragma: no cover - an older typer on plain click
     from click.exceptions import ClickException as _ClickException
 
 
+MIN_COLUMNS = 40
+"""The narrowest output guesser lays out (``COLUMNS=0`` or ``--width -50`` would print nothing at all)."""
+
+
+def _sane_width() -> None:
+    """A ``COLUMNS`` below :data:`MIN_COLUMNS` (rich, typer and plotext read it) is raised to it."""
+    import os
+
+    cols = os.environ.get("COLUMNS", "").strip()
+    if cols.lstrip("-").isdigit() and int(cols) < MIN_COLUMNS:
+        os.environ["COLUMNS"] = str(MIN_COLUMNS)
+
+
 def _error(message: str, colour=typer.colors.RED, prefix: str = "error: ") -> None:
+    from guesser.fileio import printable
+
     try:
-        typer.secho(f"{prefix}{message}", fg=colour, err=True)
+        typer.secho(f"{prefix}{printable(message)}", fg=colour, err=True)
     except OSError:  # stderr gone too: the exit code still tells
         pass
 
@@ -305,7 +321,8 @@ def report(
     runs: List[Path] = typer.Argument(None, readable=False, help="Run folders (default: every run under runs/)."),
     root: Path = typer.Option(Path("runs"), "--root", readable=False, help="Where to look for runs by default."),
     html: Optional[Path] = typer.Option(None, "--html", readable=False, help="Also export the report as HTML."),
-    width: Optional[int] = typer.Option(None, "--width", help="Terminal width for charts."),
+    width: Optional[int] = typer.Option(None, "--width", min=MIN_COLUMNS, clamp=True,
+                                        help=f"Terminal width for charts (at least {MIN_COLUMNS})."),
 ) -> None:
     """Leaderboard, best/worst labels, loss and ROC curves, confusion matrices, in the terminal."""
     from trainer.report import run_report
@@ -417,8 +434,46 @@ def teach(
 
 
 def main() -> None:
-    """Console entry point (errors are handled per command by :func:`friendly`)."""
-    app()
+    """Console entry point (errors are handled per command by :func:`friendly`).
+
+    Before any command: a standard stream that was closed (``>&-``) is opened
+    on the null device, so that no file guesser opens can take its number and
+    receive its output, and every stream writes what its encoding cannot as
+    escapes (``PYTHONIOENCODING=ascii``) instead of failing. The work is done;
+    a closed stdout or stderr then makes the exit code 1.
+    """
+    closed = _reopen_closed_streams()
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        app()
+    except SystemExit as e:
+        if closed and e.code in (0, None):
+            _error(f"standard {' and '.join(closed)} closed: what it printed was lost")
+            sys.exit(1)
+        raise
+
+
+def _reopen_closed_streams() -> list[str]:
+    """Open the null device in place of closed standard streams; the names of those that were closed."""
+    import os
+
+    closed = []
+    for fd, name in ((0, "input"), (1, "output"), (2, "error")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        if fd:
+            closed.append(name)
+            setattr(sys, ("stdout", "stderr")[fd - 1], open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+    return closed
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,7 +31,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from guesser.checkpoint import INDEX_NAME, ModelMeta, ModelsIndex, load_model_checkpoint
+from guesser.checkpoint import INDEX_NAME, ModelMeta, ModelsIndex, load_model_checkpoint, read_model_meta, tensor_shapes
 from guesser.errors import CheckpointError
 from guesser.events import Event
 from guesser.features import FeatureConfig, log_mel, resample, to_mono
@@ -146,7 +146,7 @@ def load_model(path: str | Path, *, precision: str | None = None, optimize: bool
     ``optimize=False`` keeps the module as trained.
     """
     path = Path(path)
-    tensors, meta = load_model_checkpoint(path, dtype=torch.float32)
+    meta = read_model_meta(path)
     try:
         # Built on the meta device: no memory and no random initialisation (a third of loading
         # time), since every parameter and buffer is then taken from the checkpoint as it is.
@@ -156,6 +156,8 @@ def load_model(path: str | Path, *, precision: str | None = None, optimize: bool
         raise CheckpointError(f"{path}: metadata does not describe a guesser model ({e})") from None
     if not meta.features.has_stats:
         raise CheckpointError(f"{path}: feature config lacks normalisation statistics")
+    _check_sizes(path, module)
+    tensors, _ = load_model_checkpoint(path, dtype=torch.float32)
     try:
         module.load_state_dict(tensors, assign=True)
     except RuntimeError as e:
@@ -176,6 +178,18 @@ def load_model(path: str | Path, *, precision: str | None = None, optimize: bool
     else:
         module = module.to(memory_format=torch.channels_last)
     return LoadedModel(meta.name, meta.member, meta.task, meta.classes, meta.features, module, path, meta)
+
+
+def _check_sizes(path: Path, module: torch.nn.Module) -> None:
+    """The header's tensor names and shapes against the module's, before any weight is read."""
+    want = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    for name, shape in tensor_shapes(path).items():
+        if want.get(name, shape) != shape:
+            raise CheckpointError(f"{path}: weights do not match its metadata ({name} has shape {list(shape)}, "
+                                  f"the model needs {list(want[name])})")
+        if name not in want:
+            raise CheckpointError(f"{path}: weights do not match its metadata (unexpected tensor {name} "
+                                  f"of shape {list(shape)})")
 
 
 def default_models_index() -> Path:
@@ -214,6 +228,13 @@ def resolve_models(sources: Iterable[str | Path] | None) -> list[tuple[Path, flo
         paths += ModelsIndex.read(p).checkpoints(p.parent) if p.suffix == ".json" else [(p, 1.0)]
     if not paths:
         raise CheckpointError("no models to run")
+    seen: dict[str, Path] = {}
+    for p, _ in paths:  # one model twice would count its vote twice and break what is keyed by its name
+        real = os.path.realpath(p)
+        if real in seen:
+            raise CheckpointError(f"{p}: the same model is listed twice; give each model once "
+                                  "(a folder and its index.json are one source)")
+        seen[real] = p
     return paths
 
 

@@ -42,8 +42,30 @@ _KINDS = (
 
 
 def shown(path: str | os.PathLike | bytes) -> str:
-    """A path as text that any terminal, log or JSON document accepts (undecodable bytes as ``\\xNN``)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    """A path as text that any terminal, log or JSON document accepts (undecodable bytes as ``\\xNN``).
+
+    Control characters (an escape sequence in a file name would drive the
+    terminal) are written out as escapes too (:func:`printable`).
+    """
+    return printable(os.fsencode(path).decode("utf-8", "backslashreplace"))
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print: control characters, and the invisible ones that reorder text, as escapes.
+
+    Every untrusted string that reaches a terminal (file names, label names,
+    the data folder's path) goes through here: ``\\x1b[2J`` prints as those
+    characters instead of clearing the screen, and a newline cannot start a
+    second line that looks like guesser's own.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
 def kind_of(mode: int) -> str:

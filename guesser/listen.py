@@ -21,6 +21,7 @@ from typing import Any, Callable, TextIO
 
 
 from guesser.errors import GuesserError
+from guesser.fileio import printable
 from guesser.labels import pretty
 from guesser.live import LIVE_HOP_SECONDS, LIVE_WINDOW_SECONDS, LiveEvents, listen
 from guesser.present import render_prediction
@@ -71,7 +72,7 @@ def run_listen(once: bool = False, json_out: bool = False, device: str | None = 
             from guesser.personal.matcher import attach
 
             for line in attach(ensemble).notices():
-                note.print(f"note: {line}", markup=False)
+                note.print(f"note: {printable(line)}", markup=False)
 
         live_events = LiveEvents()
 
@@ -92,7 +93,9 @@ def run_listen(once: bool = False, json_out: bool = False, device: str | None = 
             else:
                 top = " · ".join(f"{pretty(s.name)} {s.score:.2f}" for s in pred.top(top_k or 5))
                 if pred.heard_personal:  # the user's own sound, when heard, comes first
-                    top = " · ".join(f"[b magenta]{s.name} {s.score:.2f} ✓[/b magenta]"
+                    from rich.markup import escape
+
+                    top = " · ".join(f"[b magenta]{escape(printable(s.name))} {s.score:.2f} ✓[/b magenta]"
                                      for s in pred.heard_personal) + " · " + top
                 console.print(f"{start:6.1f}–{end:.1f} s  {top}  [dim]({pred.families[0].name})[/dim]")
 

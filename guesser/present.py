@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from guesser.fileio import printable
 from guesser.labels import pretty
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -115,7 +116,7 @@ def personal_line(personal) -> "Text":
     line = Text("yours     ", style="bold")
     for i, s in enumerate(personal[:5]):
         heard = is_heard(s.score)
-        line.append(("" if i == 0 else " · ") + f"{s.name} {s.score:.2f}" + (" ✓" if heard else ""),
+        line.append(("" if i == 0 else " · ") + f"{printable(s.name)} {s.score:.2f}" + (" ✓" if heard else ""),
                     style="bold magenta" if heard else "dim")
     return line
 

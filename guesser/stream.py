@@ -11,8 +11,8 @@ through
 
 and only the window logits are kept (200 floats per window: 2 MB for two
 hours), so memory stays flat whatever the length. Each stage computes exactly
-what its one-pass counterpart computes (:class:`guesser.features.ChunkedResampler`,
-:func:`guesser.features.log_mel_long`, :func:`guesser.features.window_starts`):
+what its one-pass counterpart computes (:func:`guesser.features.resample`,
+:func:`guesser.features.log_mel`, :func:`guesser.features.window_starts`):
 the same samples and weights per output, the same frames, the same windows,
 the last one flush with the end, so the scores and the timeline agree with
 ``predict`` to float32 rounding. Everything ends in
@@ -21,7 +21,6 @@ the last one flush with the end, so the scores and the timeline agree with
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING, Callable
 
@@ -30,7 +29,7 @@ import torch
 
 from guesser.audio import SILENCE_PEAK, AudioSource, check_waveform
 from guesser.errors import AudioError
-from guesser.features import FeatureConfig, _log_mel_frames, window_starts
+from guesser.features import FeatureConfig, StreamResampler, _log_mel_frames, window_starts
 from guesser.scoring import WindowProbs, Windows, window_frames
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,56 +43,6 @@ STREAM_BATCH_WINDOWS = 4
 """Windows per forward pass when streaming. A window's activations take ~20 MB in the first layers;
 ``Ensemble.predict``'s 16 at a time add ~340 MB to the process's peak (on top of ~560 MB for torch
 and the models), 4 add ~130 MB and cost no measurable speed (the convolutions dominate)."""
-
-
-class StreamResampler:
-    """torchaudio's sinc resampler (the kernel of ``torchaudio.transforms.Resample``), fed block by block.
-
-    Output block i of ``new`` samples comes from padded input ``[i*orig, i*orig + k)``,
-    as in the one-pass convolution; the input is zero-padded by the kernel's
-    width at the start and ``width + orig`` at the end, as torchaudio pads it.
-    """
-
-    def __init__(self, orig_sr: int, new_sr: int):
-        self.identity = orig_sr == new_sr
-        self.seen = 0  # input samples
-        self.emitted = 0  # output samples
-        if self.identity:
-            return
-        import torchaudio.transforms as T
-
-        t = T.Resample(orig_sr, new_sr, dtype=torch.float32)
-        self.kernel, self.width = t.kernel, t.width
-        g = math.gcd(orig_sr, new_sr)
-        self.orig, self.new = orig_sr // g, new_sr // g
-        self.k = self.kernel.shape[-1]
-        self.buf = torch.zeros(self.width)
-
-    def push(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen += x.numel()
-        if self.identity:
-            return x
-        self.buf = torch.cat([self.buf, x])
-        return self._drain()
-
-    def finish(self) -> torch.Tensor:
-        if self.identity:
-            return torch.zeros(0)
-        self.buf = torch.cat([self.buf, torch.zeros(self.width + self.orig)])
-        out = self._drain()
-        target = math.ceil(self.new * self.seen / self.orig)
-        return out[: max(0, target - (self.emitted - out.numel()))]
-
-    def _drain(self) -> torch.Tensor:
-        o, k = self.orig, self.k
-        if self.buf.numel() < k:
-            return torch.zeros(0)
-        blocks = (self.buf.numel() - k) // o + 1
-        seg = self.buf[: (blocks - 1) * o + k]
-        out = torch.nn.functional.conv1d(seg[None, None], self.kernel, stride=o)[0].t().reshape(-1)
-        self.buf = self.buf[blocks * o :].clone()
-        self.emitted += out.numel()
-        return out
 
 
 class StreamLogMel:

@@ -4,6 +4,7 @@
 * ``guesser/tui/`` imports neither ``trainer`` nor ``torch``;
 * only ``guesser/features.py`` computes STFTs or mel filter banks;
 * only ``guesser/checkpoint.py`` opens safetensors files;
+* only ``guesser/features.py`` resamples, with one function and one streaming class (the one resampler);
 * the module table names every module there is, and nothing that is not there.
 """
 
@@ -101,6 +102,48 @@ def test_only_features_computes_stfts_or_mels():
              for hit in spectral_uses(path)]
     assert found == []
     assert spectral_uses(REPO / "guesser" / "features.py")  # the scan does see them where they are
+
+
+# What changes a signal's sample rate, in the libraries a Python audio project reaches for.
+RESAMPLING = {"resample", "resample_poly", "Resample", "ResampleStream", "AudioResampler", "upfirdn", "resample_chunk"}
+RESAMPLING_LIBRARIES = {"soxr", "samplerate", "resampy", "libsamplerate", "julius"}
+NOT_RESAMPLERS = {
+    # PyAV's AudioResampler turns decoded frames into planar float32 at the stream's own rate (rate=self.sample_rate):
+    # a sample format and layout conversion, never a change of rate.
+    "guesser/audio.py": {"AudioResampler", "resample"},
+    # measures the resampler guesser used before (torchaudio's) against the one; scipy makes its test inputs
+    "benchmarks/resampler.py": {"resample", "resample_poly", "old_resample"},
+}
+
+
+def resampling_uses(path: Path) -> list[str]:
+    """Calls and imports of a resampler, and functions or classes named like one, in ``path``."""
+    allowed = NOT_RESAMPLERS.get(rel(path), set())
+    hits = []
+    for node in ast.walk(parse(path)):
+        if isinstance(node, ast.Attribute) and node.attr in RESAMPLING and node.attr not in allowed:
+            hits.append(f"{rel(path)}:{node.lineno} uses .{node.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            hits += [f"{rel(path)}:{node.lineno} imports {a.name}" for a in node.names
+                     if a.name in RESAMPLING and a.name not in allowed and top(node.module) != "guesser"]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                and "resampl" in node.name.lower() and node.name not in allowed:
+            hits.append(f"{rel(path)}:{node.lineno} defines {node.name}")
+    hits += [f"{rel(path)}:{n.lineno} imports {m}" for m, n, _ in imports(path) if top(m) in RESAMPLING_LIBRARIES]
+    return hits
+
+
+def test_there_is_one_resampler():
+    """Files, streams, teach and preprocess resample through guesser.features alone: one function, one stream class."""
+    found = [hit for path in python_files(*PRODUCTION) if rel(path) != "guesser/features.py"
+             for hit in resampling_uses(path)]
+    assert found == []
+    tree = parse(REPO / "guesser" / "features.py")
+    defined = sorted(n.name for n in ast.walk(tree)
+                     if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and "resampl" in n.name.lower())
+    assert defined == ["StreamResampler", "resample"]
+    libraries = {m for m, _, _ in imports(REPO / "guesser" / "features.py") if top(m) in RESAMPLING_LIBRARIES}
+    assert libraries == {"soxr"}  # and the scan does see it where it is
 
 
 def test_only_the_checkpoint_module_opens_safetensors():

@@ -522,5 +522,6 @@ def test_a_cache_worker_does_not_grow_with_the_number_of_clip_lengths():
                            env={k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"})
         assert p.returncode == 0, p.stderr
         grown[mode] = int(p.stdout.split()[-1])
-    # MB after 60 lengths (measured: ~29 plain, ~9 worker): a plain process keeps a primitive per length
-    assert grown["worker"] < 15 and grown["plain"] > grown["worker"] + 12, grown
+    # MB after 60 lengths (measured 6-15 for either, allocator noise; ~29 plain when the resampler was
+    # torchaudio's conv1d, which left a oneDNN primitive of ~0.4 MB per length): neither grows with the lengths
+    assert grown["worker"] < 20 and grown["plain"] < 20, grown

@@ -10,7 +10,7 @@ import torch.nn as nn
 from guesser.ensemble import Ensemble
 from guesser.errors import GuesserError
 from guesser.fastpath import FusedConvBlock, optimize_for_inference, resolve_precision
-from guesser.features import PANNS, SEED_CNN, ChunkedResampler, log_mel, resample
+from guesser.features import PANNS, SEED_CNN, log_mel, resample
 from guesser.models import build_model
 
 
@@ -107,25 +107,6 @@ def test_precision_setting(monkeypatch):
     monkeypatch.setenv("GUESSER_PRECISION", "fp8")
     with pytest.raises(GuesserError, match="GUESSER_PRECISION"):
         resolve_precision(None)
-
-
-@pytest.mark.parametrize("rates", [(48000, 22050), (44100, 32000), (16000, 22050), (22050, 32000)])
-def test_the_resampler_is_bit_identical_to_torchaudios_functional_one(rates):
-    """Caches built when the cache builder called torchaudio.functional.resample hold the same frames."""
-    import torchaudio.functional as AF
-
-    x = torch.randn(int(rates[0] * 0.7))
-    assert torch.equal(resample(x, *rates), AF.resample(x, *rates))
-
-
-@pytest.mark.parametrize("rates", [(44100, 22050), (44100, 32000), (16000, 32000)])
-def test_long_inputs_resample_in_chunks_to_the_same_samples(rates):
-    torch.manual_seed(0)
-    x = torch.randn(rates[0] * 12 + 37) * 0.1
-    whole = resample(x, *rates)
-    chunked = ChunkedResampler(*rates, chunk_seconds=2.3)(x)  # 6 chunks, edges anywhere
-    assert chunked.shape == whole.shape
-    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
 
 
 def test_optimised_ensemble_matches_the_plain_one_and_batches_windows(light_model_index):

@@ -189,6 +189,61 @@ def test_resampling_removes_what_would_alias():
     assert np.sqrt(np.mean(out**2)) < 0.01 * np.sqrt(0.5)
 
 
+@pytest.mark.parametrize("rates", [(44056, 22050), (48001, 32000), (22051, 22050), (8000, 22050), (96000, 22050)])
+def test_odd_rates_keep_a_tones_pitch(rates):
+    """44 056 Hz (44.1 kHz / 1.001) and other odd ratios: the tone's frequency survives (< 0.01 % error).
+
+    The frequency is read off the phase advance of the analytic signal over
+    the middle of a 4 s tone, against the rate the output claims to have.
+    """
+    orig, new = rates
+    f = 1234.5
+    n = orig * 4
+    x = torch.from_numpy(np.sin(2 * np.pi * f * np.arange(n) / orig).astype(np.float32))
+    y = resample(x, orig, new).numpy().astype(np.float64)
+    assert abs(len(y) - n * new / orig) <= 1
+    mid = y[new // 2 : -new // 2]
+    t = np.arange(len(mid)) / new
+    ref = np.exp(-2j * np.pi * f * t)  # demodulate: what is left turns at (measured - f) Hz
+    z = mid * ref
+    phase = np.unwrap(np.angle(np.convolve(z, np.ones(64) / 64, mode="valid")))
+    drift_hz = (phase[-1] - phase[0]) / (2 * np.pi * t[len(phase) - 1])
+    assert abs(drift_hz) / f < 1e-4
+
+
+@pytest.mark.parametrize("rates", [(44100, 22050), (44056, 22050), (16000, 32000), (48001, 32000)])
+def test_a_streamed_signal_resamples_to_the_same_samples_as_one_pass(rates):
+    """The stream (long files, the microphone) and the one-pass call are one resampler: equal sample for sample."""
+    from guesser.features import StreamResampler
+
+    torch.manual_seed(0)
+    x = torch.randn(rates[0] * 3 + 37) * 0.1
+    whole = resample(x, *rates)
+    for block in (rates[0] // 3 + 17, 4096, 1):
+        if block == 1:
+            x_ = x[:2000]
+            whole_ = resample(x_, *rates)
+        else:
+            x_, whole_ = x, whole
+        r = StreamResampler(*rates)
+        parts = [r.push(x_[i : i + block]) for i in range(0, x_.numel(), block)] + [r.finish()]
+        assert torch.equal(torch.cat(parts), whole_)
+
+
+@pytest.mark.parametrize("rate", [999, 768001, 10_000_000, 0, -44100])
+def test_rates_outside_what_guesser_reads_are_refused_in_one_line(rate):
+    from guesser.features import StreamResampler
+
+    with pytest.raises(ValueError, match=r"unsupported sample rate .* \(guesser reads 1,000–768,000 Hz\)"):
+        resample(torch.zeros(100), rate, 22050)
+    with pytest.raises(ValueError, match="unsupported sample rate"):
+        StreamResampler(rate, 22050)
+
+
+def test_a_few_samples_still_resample_to_at_least_one():
+    assert resample(torch.tensor([0.5]), 48000, 22050).tolist() == [0.5]
+
+
 @pytest.mark.parametrize("freq", [150.0, 440.0, 1000.0, 2500.0, 6000.0, 9500.0])
 @pytest.mark.parametrize("rate", [22050, 48000])
 def test_a_sine_peaks_in_the_mel_bin_the_formula_predicts(freq: float, rate: int):

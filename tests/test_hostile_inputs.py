@@ -39,6 +39,7 @@ import torch
 
 from guesser.checkpoint import load_checkpoint, save_checkpoint
 from guesser.cli import app
+from guesser.errors import GuesserError
 
 REPO = Path(__file__).resolve().parents[1]
 GUESSER = Path(sys.executable).parent / "guesser"
@@ -867,6 +868,365 @@ ROWS: list[Row] = [
 ]
 
 
+# ================================================================ issue 20: every input, second round
+#
+# A: odd sample rates (bounded memory, one resampler); B, C: personal labels never stop the AudioSet guesses and
+# are scored on the right features; D: no label lost (exclusive create, crash recovery); E: counts and sizes
+# checked before the work; F: output (encodings, closed streams, widths, escapes, markup); G: names; H: smaller.
+
+
+def odd_rate(path: Path, rate: int, seconds: float = 2.0, fmt: str | None = None) -> Path:
+    """A tone stored at ``rate`` Hz (WAV, or AIFF by suffix), written in blocks."""
+    t = np.arange(int(rate * seconds)) / rate
+    sf.write(str(path), (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), rate, format=fmt)
+    return path
+
+
+def both_classified(name: str):
+    def check(ctx: Ctx, res: Result) -> None:
+        objs = res.json()
+        assert [Path(o["file"]).name for o in objs] == [name, "good.wav"], res.stdout[-300:]
+        if "rss_mb" in ctx.notes:
+            print(f"{name}: peak RSS {ctx.notes['rss_mb']:.0f} MB in {ctx.notes['seconds']:.1f} s")
+            assert ctx.notes["rss_mb"] < 1000, f"peak RSS {ctx.notes['rss_mb']:.0f} MB"
+    return check
+
+
+# -- personal labels for the light models (random weights, their real embedding widths)
+
+
+@pytest.fixture(scope="module")
+def light_views(light_ensemble):
+    """Each light model's View of three clips (pooled embeddings and probabilities), as teach computes them."""
+    from guesser.personal.probe import View
+
+    rng = np.random.default_rng(3)
+    views: dict[str, list] = {m.name: [] for m in light_ensemble.models}
+    for i in range(3):
+        x = (0.2 * np.sin(2 * np.pi * (300 + 200 * i) * np.arange(22050) / 22050)
+             + 0.01 * rng.standard_normal(22050)).astype(np.float32)
+        pred = light_ensemble.predict(x, 22050, embeddings=True)
+        for name in views:
+            views[name].append(View.of(pred.embeddings[name].numpy(), pred.clip_probs[name].numpy()))
+    return {k: View.stack(v) for k, v in views.items()}
+
+
+def light_label(ctx: Ctx, name: str = "toaster", order: tuple[str, ...] | None = None, seed: int = 0):
+    """A PersonalLabel for the light models (their stamps; weights random but of the right length)."""
+    from guesser.ensemble import Ensemble
+    from guesser.personal.probe import Estimate, LinearProbe
+    from guesser.personal.store import PersonalLabel, stamps_of
+
+    ens: Ensemble = ctx.fixture("light_ensemble")
+    views = ctx.fixture("light_views")
+    stamps = {s.name: s for s in stamps_of(ens.models)}
+    order = order or tuple(stamps)
+    width = sum(views[n].pooled.shape[1] + views[n].probs.shape[1] for n in order)
+    coef = np.random.default_rng(seed).standard_normal(width).astype(np.float32)
+    return PersonalLabel(name, tuple(stamps[n] for n in order), dict(views), LinearProbe(coef, 0.1, 0.2),
+                         Estimate(3, 3, 0.004, 2500), ("a.wav", "b.wav", "c.wav"))
+
+
+def store_of(ctx: Ctx):
+    from guesser.personal.store import Store
+
+    return Store(Path(ctx.env["GUESSER_DATA_DIR"]) / "personal")
+
+
+def damaged_label(damage: Callable[[dict, dict], None]):
+    """``classify good.wav --json`` with a light-model label whose file was then damaged by ``damage(tensors, meta)``."""
+    def build(ctx: Ctx) -> list[str]:
+        store = store_of(ctx)
+        store.write(light_label(ctx, "toaster"), [(np.full(2205, 0.1, np.float32), 22050)] * 3)
+        store.write(light_label(ctx, "kettle", seed=1), [(np.full(2205, 0.1, np.float32), 22050)] * 3)
+        path = store.folder("toaster") / "label.safetensors"
+        t, m = load_checkpoint(path)
+        t, m = dict(t), json.loads(json.dumps(m))
+        damage(t, m)
+        save_checkpoint(path, t, {k: v for k, v in m.items() if k not in ("format", "format_version")})
+        return ["classify", str(ctx.good()), "--json", "--models", ctx.models]
+    return build
+
+
+def skipped_with_a_repair(label: str = "toaster", still: tuple[str, ...] = ("kettle",)):
+    """The good file classified, ``label`` named once with its repair command, the other labels still scored."""
+    def check(ctx: Ctx, res: Result) -> None:
+        (obj,) = res.json()
+        assert obj["labels"] and all(np.isfinite(s["score"]) for s in obj["labels"])
+        assert sorted(p["label"] for p in obj["personal"]) == sorted(still)
+        notes = [line for line in res.errors if label in line]
+        assert len(notes) == 1 and notes[0].startswith("note: personal label skipped"), res.stderr
+        assert f"guesser teach --forget {label}" in notes[0], notes[0]
+    return check
+
+
+def set_coef(value):
+    def damage(t, m):
+        t["probe.coef"] = value(t["probe.coef"])
+    return damage
+
+
+def set_meta(key, value):
+    def damage(t, m):
+        m[key] = value
+    return damage
+
+
+def twice_models(ctx: Ctx) -> list[str]:
+    files = [str(tone(ctx.work / f"t{i}.wav")) for i in range(4)]
+    return ["teach", "toaster", *files, "--models", ctx.models, "--models", ctx.models]
+
+
+def folder_and_index(ctx: Ctx) -> list[str]:
+    store_of(ctx).write(light_label(ctx), [])
+    folder = str(Path(ctx.models).parent)
+    return ["classify", str(ctx.good()), "--json", "--models", folder + "/", "--models", ctx.models]
+
+
+def unreadable_personal(where: str):
+    """The personal folder (``root``) or one label folder (``label``) cannot be read: real permissions for a
+    user, the OS's answer simulated for root (who reads everything)."""
+    def build(ctx: Ctx) -> list[str]:
+        store = store_of(ctx)
+        store.write(light_label(ctx, "toaster"), [])
+        store.write(light_label(ctx, "kettle", seed=1), [])
+        target = store.root if where == "root" else store.folder("toaster")
+        if ROOT:
+            real_scandir, real_stat = os.scandir, os.stat
+
+            def name(p) -> str:
+                return "" if isinstance(p, int) else os.fsdecode(p)
+
+            def scandir(p="."):
+                if name(p) == str(target):
+                    raise PermissionError(13, "Permission denied", str(p))
+                return real_scandir(p)
+
+            def stat(p, *a, **k):
+                if name(p).startswith(str(target) + os.sep):
+                    raise PermissionError(13, "Permission denied", str(p))
+                return real_stat(p, *a, **k)
+
+            ctx.monkeypatch.setattr(os, "scandir", scandir)
+            ctx.monkeypatch.setattr(os, "stat", stat)
+        else:  # pragma: no cover - CI runs as root
+            target.chmod(0)
+            ctx.request.addfinalizer(lambda: target.chmod(0o755))
+        return ctx.argv_for_unreadable
+    return build
+
+
+def check_unreadable(cmd: str, still: tuple[str, ...]):
+    def check(ctx: Ctx, res: Result) -> None:
+        said = res.stdout + res.stderr  # teach --list tells on stdout, with its table; classify on stderr
+        assert "Permission denied" in said and "chmod" in said, said
+        if cmd == "classify":
+            (obj,) = res.json()
+            assert sorted(p["label"] for p in obj["personal"]) == sorted(still)
+    return check
+
+
+def unreadable_row(id: str, where: str, cmd: str, still: tuple[str, ...]) -> Row:
+    def build(ctx: Ctx) -> list[str]:
+        ctx.argv_for_unreadable = {"classify": ["classify", str(ctx.good()), "--json", "--models", ctx.models],
+                                   "list": ["teach", "--list", "--models", ctx.models],
+                                   "teach": ["teach", "kettle2", str(ctx.good()), "--models", ctx.models]}[cmd]
+        return unreadable_personal(where)(ctx)
+    code = 1 if cmd == "teach" else 0
+    says = ("Permission denied",) if cmd == "teach" else ()
+    return Row(id, build, code, says, check=None if cmd == "teach" else check_unreadable(cmd, still))
+
+
+def deep_folder(ctx: Ctx) -> list[str]:
+    """A clip 1,200 folders down (made with relative steps: the absolute path is long, not too long)."""
+    ctx.request.addfinalizer(lambda: remove_deep(ctx.work / "deep"))  # pytest's own cleanup would recurse
+    here = os.getcwd()
+    os.chdir(ctx.work)
+    try:
+        os.mkdir("deep")
+        os.chdir("deep")
+        for _ in range(1200):
+            os.mkdir("d")
+            os.chdir("d")
+        tone(Path("x.wav"), 0.5)  # relative: libsndfile refuses a name this long, guesser reads it through its fd
+    finally:
+        os.chdir(here)
+    return ["classify", str(ctx.work / "deep"), "--json", "--models", ctx.models]
+
+
+def remove_deep(top: Path) -> None:
+    """Remove a folder chain too deep for shutil.rmtree's recursion, bottom up."""
+    if not top.is_dir():
+        return
+    here = os.getcwd()
+    try:
+        os.chdir(top)
+        depth = 0
+        while os.path.isdir("d"):
+            os.chdir("d")
+            depth += 1
+        for name in os.listdir("."):
+            os.unlink(name)
+        for _ in range(depth):
+            os.chdir("..")
+            os.rmdir("d")
+    finally:
+        os.chdir(here)
+
+
+def huge_tensor(ctx: Ctx) -> Path:
+    """The light cnn3 with an extra 1 GiB tensor (a sparse file: nothing is written but the header)."""
+    src = ctx.checkpoint
+    t, m = load_checkpoint(src)
+    dst = ctx.work / "fat.safetensors"
+    save_checkpoint(dst, dict(t), {k: v for k, v in m.items() if k not in ("format", "format_version")})
+    raw = dst.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8 : 8 + n])
+    body = raw[8 + n :]
+    header["extra"] = {"dtype": "F32", "shape": [1 << 28], "data_offsets": [len(body), len(body) + (1 << 30)]}
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(dst, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob + body)
+        f.truncate(8 + len(blob) + len(body) + (1 << 30))
+    return dst
+
+
+def twenty_one(ctx: Ctx) -> list[str]:
+    from guesser.personal import command
+
+    def never(*_a, **_k):  # pragma: no cover - the refusal comes first
+        raise AssertionError("decoded before counting")
+
+    ctx.monkeypatch.setattr(command, "load_examples", never)
+    good = str(ctx.good())
+    return ["teach", "toaster", *[good] * 21, "--models", str(REPO / "assets" / "models")]
+
+
+def escaped_output(ctx: Ctx, res: Result) -> None:
+    assert "\x1b" not in res.stdout + res.stderr and "\\x1b" in res.stdout + res.stderr, res.stdout + res.stderr
+
+
+def label_named(name: str, *, markup_root: bool = False):
+    def build(ctx: Ctx) -> list[str]:
+        if markup_root:
+            ctx.env["GUESSER_DATA_DIR"] = str(ctx.work / "data[/x]")
+        store = store_of(ctx)
+        label = light_label(ctx, "evil")
+        store.write(label, [])
+        path = store.folder("evil") / "label.safetensors"
+        t, m = load_checkpoint(path)
+        m = {**json.loads(json.dumps(m)), "name": name, "created": "[/red]2026"}
+        save_checkpoint(path, dict(t), {k: v for k, v in m.items() if k not in ("format", "format_version")})
+        return ["teach", "--list", "--models", ctx.models]
+    return build
+
+
+def listed(text: str):
+    def check(ctx: Ctx, res: Result) -> None:
+        import re
+
+        flat = re.sub(r"\s+", "", res.stdout)  # a long title wraps
+        assert re.sub(r"\s+", "", text) in flat and "\x1b" not in res.stdout, res.stdout
+    return check
+
+
+def file_in_the_way(cmd: str):
+    def build(ctx: Ctx) -> list[str]:
+        root = Path(ctx.env["GUESSER_DATA_DIR"]) / "personal"
+        root.mkdir(parents=True)
+        (root / "toaster").write_text("not a label")
+        if cmd == "forget":
+            return ["teach", "--forget", "toaster"]
+        return ["teach", "toaster", *[str(tone(ctx.work / f"t{i}.wav")) for i in range(3)], "--models",
+                str(REPO / "assets" / "models")]
+    return build
+
+
+def nonempty(ctx: Ctx, res: Result) -> None:
+    assert len(res.stdout.strip()) > 40, repr(res.stdout)
+
+
+ROWS += [
+    # -- A: odd rates are classified in bounded memory (the good file after them too); beyond 1 kHz-768 kHz refused
+    *[classify_row(f"A-rate-{rate}", lambda c, rate=rate: odd_rate(c.work / f"r{rate}.wav", rate), 0,
+                   check=both_classified(f"r{rate}.wav"), subprocess=rate in (44056, 48001), timeout=300)
+      for rate in (44056, 44101, 48001, 22051, 96000, 768000, 1000)],
+    classify_row("A-aiff-44056", lambda c: odd_rate(c.work / "r.aiff", 44056), 0, check=both_classified("r.aiff")),
+    classify_row("A-rate-10MHz", lambda c: odd_rate(c.work / "r.wav", 10_000_000, 0.01), 1,
+                 ("r.wav", "unsupported sample rate 10000000 Hz", "1,000–768,000 Hz"), subprocess=True),
+    classify_row("A-rate-999", lambda c: odd_rate(c.work / "r.wav", 999), 1, ("r.wav", "unsupported sample rate 999")),
+    # -- B: duplicate models, damaged or unreadable labels: the AudioSet guesses as usual
+    Row("B-teach-same-models-twice", twice_models, 1, ("listed twice", "give each model once")),
+    Row("B-classify-folder-and-its-index", folder_and_index, 1, ("listed twice",)),
+    *[Row(f"B-label-{what}", damaged_label(damage), 0, check=skipped_with_a_repair())
+      for what, damage in (
+          ("weights-wrong-length", set_coef(lambda c: torch.cat([c, c]))),
+          ("weights-empty", set_coef(lambda c: c[:0])),
+          ("weights-nan", set_coef(lambda c: torch.full_like(c, float("nan")))),
+          ("threshold-nan-text", set_meta("threshold", "nan")),
+          ("intercept-infinite", set_meta("intercept", 1e999)),
+          ("models-twice", lambda t, m: m.__setitem__("models", m["models"] * 2)),
+          ("name-a-list", set_meta("name", ["x"])))],
+    Row("B-label-nan-table-mode", lambda c: damaged_label(set_coef(lambda x: torch.full_like(x, float("nan"))))(c)[:2]
+        + ["--models", c.models], 0, check=lambda c, r: (assert_no_nan(r), None)[1]),
+    unreadable_row("B-personal-folder-unreadable-classify", "root", "classify", ()),
+    unreadable_row("B-personal-folder-unreadable-list", "root", "list", ()),
+    unreadable_row("B-label-folder-unreadable-classify", "label", "classify", ("kettle",)),
+    unreadable_row("B-label-folder-unreadable-list", "label", "list", ()),
+    unreadable_row("B-personal-folder-unreadable-teach", "root", "teach", ()),
+    # -- E: counted and sized before the work
+    Row("E-teach-21-files-counted-first", twenty_one, 1, ("at most 20 examples, got 21",)),
+    models_row("E-checkpoint-extra-1GiB-tensor", huge_tensor, ("fat.safetensors", "unexpected tensor extra"),
+               subprocess=True, check=lambda c, r: (print(f"extra 1 GiB tensor: peak RSS {c.notes.get('rss_mb', 0):.0f} MB"),
+                                                    c.notes.get("rss_mb", 0) < 1000 or pytest.fail("read it"))),
+    # -- F: output
+    Row("F-stdout-ascii", lambda c: (c.env.update(PYTHONIOENCODING="ascii"), ["classify", str(c.good()), "--models",
+                                                                           c.models])[1],
+        0, check=nonempty, in_process=False, subprocess=True),
+    Row("F-json-latin1-cyrillic-name", lambda c: (c.env.update(PYTHONIOENCODING="latin-1"),
+                                                  ["classify", str(tone(c.work / "чайник.wav")), "--json", "--models",
+                                                   c.models])[1],
+        0, check=lambda c, r: None if r.json()[0]["file"].endswith("чайник.wav") else pytest.fail(r.stdout),
+        in_process=False, subprocess=True),
+    *[Row(f"F-columns-0-{cmd[0]}", lambda c, cmd=cmd: (c.env.update(COLUMNS="0"), [*cmd, "--models", c.models])[1], 0,
+          check=nonempty) for cmd in (["models"], ["teach", "--list"])],
+    Row("F-columns-0-classify", lambda c: (c.env.update(COLUMNS="0"), ["classify", str(c.good()), "--models",
+                                                                       c.models])[1], 0, check=nonempty),
+    classify_row("F-escape-in-file-name", lambda c: put(c.work / "x\x1b[2J.wav", b"not audio"), 1,
+                 ("cannot decode audio",), check=escaped_output),
+    Row("F-escape-in-table-title", lambda c: ["classify", str(tone(c.work / "y\x1b]0;owned\x07.wav")), "--models",
+                                              c.models], 0, check=escaped_output),
+    Row("F-escape-in-label-name", label_named("evil\x1b[2J"), 0, check=listed("evil\\x1b[2J")),
+    Row("F-markup-in-label-header", label_named("[bold red]evil[/]"), 0, check=listed("[bold red]evil[/]")),
+    Row("F-markup-in-data-folder", label_named("evil", markup_root=True), 0, check=listed("data[/x]")),
+    # -- G: names
+    Row("G-cyrillic-name-accepted", lambda c: ["teach", "чайник"], 1, ("give 'чайник' some examples",)),
+    Row("G-japanese-name-accepted", lambda c: ["teach", "やかん"], 1, ("give 'やかん' some examples",)),
+    Row("G-confusable-with-dog", lambda c: ["teach", "Dоg", *[str(tone(c.work / f"t{i}.wav")) for i in range(3)]], 1,
+        ("looks like the AudioSet label 'Dog'",)),
+    # -- H: smaller
+    Row("H-deep-folder", deep_folder, 0, check=lambda c, r: None if len(r.json()) == 1 else pytest.fail(r.stdout)),
+    Row("H-file-in-the-way-teach", file_in_the_way("teach"), 1, ("in the way", "not a personal label folder")),
+    Row("H-file-in-the-way-forget", file_in_the_way("forget"), 1, ("in the way", "not a personal label folder")),
+    *[Row(f"F-report-width{w}", lambda c, w=w: ["report", str(c.fixture("trained_run")[0]), "--width", w], 0,
+          check=nonempty) for w in ("0", "-50")],
+    Row("A-teach-at-44056-Hz", lambda c: (c.env.update(GUESSER_DATA_DIR=str(c.work / "data")),  # written: inside
+                                          ["teach", "kettle", *[str(odd_rate(c.work / f"k{i}.aiff", 44056, 1.0))
+                                                                for i in range(3)]])[1], 0,
+        check=lambda c, r: None if store_of(c).exists("kettle") and "learned 'kettle'" in r.stdout else pytest.fail(r.stdout),
+        timeout=300),
+]
+
+
+def assert_no_nan(res: Result) -> None:
+    import re
+
+    assert not re.search(r"(?<!\w)nan(?!\w)", res.stdout.lower()) and "toaster" not in res.stdout, res.stdout
+    assert any("toaster" in line and "forget" in line for line in res.errors), res.stderr
+
+
 def _params():
     out = []
     for row in ROWS:
@@ -1076,3 +1436,184 @@ def test_unreadable_files_for_a_real_user(tmp_path, light_model_index):
     (line,) = p.stderr.splitlines()
     assert "locked.wav" in line and "permission denied" in line
     assert [Path(json.loads(s)["file"]).name for s in p.stdout.splitlines()] == ["good.wav"]
+
+
+# ---------------------------------------------------------------- issue 20: what a row cannot drive
+
+
+def test_C_a_label_reads_the_models_in_its_own_order(light_ensemble, light_views, tmp_path):
+    """Taught with the models in another order, a label is scored on its own layout of the features."""
+    from guesser.personal.matcher import attach
+    from guesser.personal.probe import View, descriptor
+    from guesser.personal.store import Store
+
+    class Fake:
+        fixture = staticmethod(lambda name: {"light_ensemble": light_ensemble, "light_views": light_views}[name])
+
+    names = [m.name for m in light_ensemble.models]
+    label = light_label(Fake, "toaster", order=tuple(reversed(names)))
+    store = Store(tmp_path / "personal")
+    store.write(label, [])
+    assert attach(light_ensemble, store).names == ["toaster"]
+    x = (0.3 * np.sign(np.sin(2 * np.pi * 220 * np.arange(22050) / 22050))).astype(np.float32)  # a square wave
+    try:
+        pred = light_ensemble.predict(x, 22050, embeddings=True)
+    finally:
+        light_ensemble.personal = None
+    views = {k: View.of(pred.embeddings[k].numpy(), pred.clip_probs[k].numpy()) for k in names}
+    own = float(label.probe.score(descriptor(views, list(reversed(names))))[0])
+    theirs = float(label.probe.score(descriptor(views, names))[0])
+    assert abs(own - theirs) > 1e-3  # the two layouts really differ: reading the ensemble's order would be wrong
+    assert pred.personal[0].score == pytest.approx(own, abs=1e-6)
+
+
+def _small_label(name: str, intercept: float = -0.25):
+    from guesser.personal.probe import Estimate, LinearProbe, View
+    from guesser.personal.store import ModelStamp, PersonalLabel
+
+    rng = np.random.default_rng(0)
+    return PersonalLabel(name, (ModelStamp("m1", "ab" * 32),),
+                         {"m1": View(rng.random((3, 8)).astype(np.float32), rng.random((3, 5)).astype(np.float32))},
+                         LinearProbe(rng.random(13).astype(np.float32), intercept, 1.5), Estimate(2, 3, 0.004, 2500),
+                         ("a.wav", "b.wav", "c.wav"))
+
+
+WRITER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_hostile_inputs import _small_label
+from guesser.errors import GuesserError
+from guesser.personal.store import Store
+start = float(sys.argv[2])
+while time.time() < start:
+    time.sleep(0.001)
+try:
+    Store(Path(sys.argv[1])).write(_small_label("toaster", float(sys.argv[3])), [])
+    print("learned")
+except GuesserError as e:
+    print(e)
+"""
+
+
+def test_D_two_teach_runs_for_one_name_at_once_one_wins_the_other_is_told(tmp_path):
+    """Exclusive create under the store's lock: never two 'learned' with one label silently replaced."""
+    from guesser.personal.store import Store
+
+    code = WRITER.format(tests=str(Path(__file__).parent))
+    start = time.time() + 4.0  # both interpreters are up by then; they write within a millisecond
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "personal"), str(start), str(v)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for v in (1.0, 2.0)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    said = sorted(o.strip() for o, _ in outs)
+    assert said[1] == "learned" and "exists already" in said[0], outs
+    winner = 1.0 if outs[0][0].strip() == "learned" else 2.0
+    assert Store(tmp_path / "personal").get("toaster").probe.intercept == winner
+
+
+class Killed(BaseException):
+    """A kill -9 between two steps: nothing after it runs, not even cleanup."""
+
+
+@pytest.mark.parametrize("how", ["replace", "reembed"])
+def test_D_a_kill_at_every_step_of_replace_leaves_the_old_or_the_new_label(tmp_path, monkeypatch, how):
+    """Every rename, fsync and removal of ``--replace`` (and ``--reembed``, which writes the same way, clips kept)
+    is a place to die; after each, the next start finds the old label or the new one, whole, and no debris."""
+    import shutil as shutil_mod
+
+    from guesser.personal.store import Store
+
+    clips = [(np.full(2205, 0.1, np.float32), 22050)] * 3
+    real = {"rename": os.rename, "fsync": os.fsync, "rmtree": shutil_mod.rmtree}
+    steps = 0
+    while True:
+        root = tmp_path / f"kill{steps}" / "personal"
+        Store(root).write(_small_label("toaster", -0.25), clips)
+        calls = {"n": 0, "dead": False}
+
+        def step(name):
+            def wrapped(*a, **k):
+                calls["n"] += 1
+                if calls["dead"] or calls["n"] > steps:
+                    calls["dead"] = True
+                    raise Killed(name)
+                return real[name](*a, **k)
+            return wrapped
+
+        monkeypatch.setattr(os, "rename", step("rename"))
+        monkeypatch.setattr(os, "fsync", step("fsync"))
+        monkeypatch.setattr(shutil_mod, "rmtree", step("rmtree"))
+        try:
+            Store(root).write(_small_label("toaster", 9.0), None if how == "reembed" else clips, replace=True)
+            finished = True
+        except Killed:
+            finished = False
+        finally:
+            monkeypatch.undo()
+        store = Store(root)  # the next start
+        label = store.get("toaster")
+        assert label.probe.intercept in (-0.25, 9.0), steps
+        if finished:
+            assert label.probe.intercept == 9.0
+        assert len(label.clip_paths()) == 3, steps
+        assert sorted(p.name for p in root.iterdir()) == [".lock", "toaster"], (steps, sorted(root.iterdir()))
+        if finished:
+            break
+        steps += 1
+    assert steps >= 6  # the tree's fsyncs, two renames, the store's fsync, the removal: each one tried
+
+
+def test_G_cafe_and_cafe_grave_are_two_labels_and_scripts_are_letters(tmp_path):
+    from guesser.personal.store import Store, check_name
+
+    store = Store(tmp_path / "personal")
+    for name in ("café", "cafè", "чайник", "やかん", "केतली"):
+        store.write(_small_label(check_name(name)), [])
+    assert sorted(store.names()) == sorted(["café", "cafè", "чайник", "やかん", "केतली"])
+    assert store.get("CAFÉ").name == "café" and store.get("cafè").name == "cafè"
+    with pytest.raises(GuesserError, match="exists already"):
+        store.write(_small_label(check_name("Café")), [])  # one normalised name, one label
+    with pytest.raises(GuesserError, match="looks like the AudioSet label 'Speech'"):
+        check_name("Ѕpееch")  # Cyrillic Ѕ and е
+
+
+def test_H_an_unreadable_label_file_is_said_to_be_unreadable(tmp_path, monkeypatch):
+    import builtins
+
+    from guesser.personal import store as store_mod
+    from guesser.personal.store import Store
+
+    store = Store(tmp_path / "personal")
+    store.write(_small_label("toaster"), [])
+    target = store.folder("toaster") / "label.safetensors"
+    real_open = builtins.open
+
+    def deny(path, *a, **k):
+        if Path(path) == target:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(store_mod, "open", deny, raising=False)  # as a user without read permission sees it
+    labels, problems = store.read_all()
+    assert labels == [] and len(problems) == 1
+    assert "cannot read it (Permission denied)" in problems[0] and "safetensors" not in problems[0].split(":")[-1]
+    assert "guesser teach --forget toaster" in problems[0]
+
+
+@pytest.mark.parametrize("which", ["stdout", "stderr"])
+def test_F_a_closed_stream_is_exit_1_and_the_work_is_done(tmp_path, light_model_index, which):
+    """``>&-``: the null device takes the closed descriptor (a file guesser opens never does), exit 1."""
+    good = tone(tmp_path / "good.wav")
+    data = tmp_path / "data"
+    env = {**os.environ, "GUESSER_DATA_DIR": str(data), "OMP_NUM_THREADS": "1"}
+    redirect = ">&-" if which == "stdout" else "2>&-"
+    script = f'exec "$@" {redirect}'
+    p = subprocess.run(["sh", "-c", script, "sh", str(GUESSER), "classify", str(good), "--json", "--models",
+                        str(light_model_index)], capture_output=True, text=True, env=env, timeout=180)
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert "Traceback" not in p.stdout + p.stderr and not (data / "logs").exists()
+    if which == "stdout":
+        assert p.stderr.strip() == "error: standard output closed: what it printed was lost"
+    else:
+        assert json.loads(p.stdout)["file"].endswith("good.wav")  # the work was done and printed

@@ -56,7 +56,8 @@ def test_live_scorer_keeps_the_newest_frames_of_the_batch_log_mel(light_ensemble
     assert live.shape[1] == 2 * int(cfg.frames_per_second) + 1
     done = scorer.logmels[cfg.key].frames  # frames emitted so far; the newest wait for n_fft/2 samples more
     batch = log_mel(torch.from_numpy(x), mic, cfg)
-    assert batch.shape[1] - 3 <= done < batch.shape[1]
+    # held back: half an FFT window (the centred STFT) and what libsoxr's streaming filter keeps (~30 ms): 5 frames
+    assert batch.shape[1] - 5 <= done < batch.shape[1]
     torch.testing.assert_close(live, batch[:, done - live.shape[1]: done], rtol=2e-3, atol=1e-3)
 
 

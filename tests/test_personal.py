@@ -164,7 +164,7 @@ def _label(name="kettle", k=3, d=8) -> PersonalLabel:
     rng = np.random.default_rng(0)
     return PersonalLabel(name, (ModelStamp("m1", "ab" * 32),),
                          {"m1": View(rng.random((k, d)).astype(np.float32), rng.random((k, 5)).astype(np.float32))},
-                         LinearProbe(rng.random(d).astype(np.float32), -0.25, 1.5), Estimate(2, 3, 0.004, 2500),
+                         LinearProbe(rng.random(d + 5).astype(np.float32), -0.25, 1.5), Estimate(2, 3, 0.004, 2500),
                          tuple(f"take{i}.wav" for i in range(k)), {"m1": {"sample_rate": 22050}})
 
 
@@ -174,7 +174,7 @@ def test_store_writes_one_folder_and_reads_it_back_after_a_restart(tmp_path):
     folder = Store(tmp_path).write(label, clips)
     assert sorted(p.name for p in folder.iterdir()) == ["clips", "label.safetensors"]
     assert [p.name for p in sorted((folder / "clips").iterdir())] == ["01.wav", "02.wav", "03.wav"]
-    assert [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp folder left
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".lock"]  # no temp folder left
     back = Store(tmp_path).get("Kettle")  # a new Store: nothing cached in memory
     assert back.name == "kettle" and back.models == label.models and back.sources == label.sources
     np.testing.assert_array_equal(back.views["m1"].pooled, label.views["m1"].pooled)
@@ -212,7 +212,7 @@ def test_a_failed_write_leaves_the_old_label_and_no_debris(tmp_path, monkeypatch
     with pytest.raises(GuesserError, match="No space left on device.*nothing was changed"):
         store.write(newer, None, replace=True)
     assert store.get("kettle").probe.intercept == -0.25
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kettle"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "kettle"]
 
 
 def test_forget_removes_the_label_and_a_damaged_one_does_not_hide_the_others(tmp_path):
@@ -288,7 +288,7 @@ def test_a_label_made_with_other_models_is_not_scored_and_is_named(shipped, beep
 
     store, label = beep_label
     other = Store(tmp_path / "personal")
-    stale = PersonalLabel("old sound", (ModelStamp("cnn4_real", "0" * 64),), label.views, label.probe,
+    stale = PersonalLabel("old sound", tuple(ModelStamp(s.name, "0" * 64) for s in label.models), label.views, label.probe,
                           label.estimate, label.sources)
     other.write(stale, [])
     found = attach(shipped, other)
@@ -308,6 +308,35 @@ def test_reembed_refits_from_the_stored_clips(shipped, beep_label, tmp_path):
     again = reembed("beeper", shipped, copy)
     np.testing.assert_allclose(again.probe.coef, label.probe.coef, rtol=1e-4, atol=1e-6)
     assert again.sources == label.sources and again.created == label.created
+
+
+def test_reembed_names_a_bad_clip_and_never_copies_a_linked_target(shipped, beep_label, tmp_path):
+    """Issue 20 H: '5 of 4 readable' named nothing; a symlinked clip's whole target was copied."""
+    import shutil
+
+    from guesser.personal.teach import reembed
+
+    store, label = beep_label
+    copy = Store(tmp_path / "p")
+    folder = copy.folder("beeper")
+    shutil.copytree(label.folder, folder)
+    clips = folder / "clips"
+    shutil.copy(clips / "01.wav", clips / "06.wav")
+    with pytest.raises(GuesserError, match=r"holds 6 clips for 5 examples"):
+        reembed("beeper", shipped, copy)
+    (clips / "06.wav").unlink()
+    saved = (clips / "02.wav").read_bytes()
+    (clips / "02.wav").write_bytes(b"RIFF garbage")
+    with pytest.raises(GuesserError, match=r"a stored clip is damaged \(.*02\.wav"):
+        reembed("beeper", shipped, copy)
+    (clips / "02.wav").write_bytes(saved)
+    long = write(tmp_path / "long.wav", np.concatenate([beeps(seed=3)] * 20))  # 60 s behind a link
+    (clips / "03.wav").unlink()
+    (clips / "03.wav").symlink_to(long)
+    reembed("beeper", shipped, copy)
+    new = clips / "03.wav"
+    assert not new.is_symlink() and sf.info(str(new)).duration <= 30.0
+    assert copy.get("beeper").examples == 5
 
 
 # ---------------------------------------------------------------- the command line

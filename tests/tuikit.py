@@ -110,7 +110,8 @@ def store_label(name: str, models: Sequence = (), examples: int = 4, created: st
         return view(pooled, np.full((examples, 6), 0.1, np.float32)) if view else pooled
 
     label = PersonalLabel(name, tuple(models), {s.name: per_model() for s in models},
-                          LinearProbe(np.zeros(d, np.float32), 0.0, 0.0), Estimate(examples - 1, examples, 0.004, 3000),
+                          LinearProbe(np.zeros(len(models) * (d + 6), np.float32), 0.0, 0.0),  # as wide as the views
+                          Estimate(examples - 1, examples, 0.004, 3000),
                           tuple(f"microphone take {i + 1}" for i in range(examples)), created=created)
     clips = [(chirp_clip(0.5) * (0.5 + 0.1 * i), 22050) for i in range(examples)]
     Store().write(label, clips)

@@ -54,10 +54,12 @@ ONEDNN_CACHE = "8"  # oneDNN primitives a worker keeps (its default: 1024)
 def _init_worker() -> None:
     """Pool initializer: one torch thread per worker process (the workers are the parallelism).
 
-    And a small oneDNN primitive cache: the resampler's ``conv1d`` gets a new
-    primitive for every input length, and oneDNN keeps the last 1024 with
-    their buffers, so a worker grew by ~0.4 MB per clip of a new length (to
-    1.2 GB after a few thousand FSD50K clips). Only the cache size changes:
+    And a small oneDNN primitive cache: a ``conv1d`` gets a new primitive for
+    every input length, and oneDNN keeps the last 1024 with their buffers, so
+    a worker grew by ~0.4 MB per clip of a new length (to 1.2 GB after a few
+    thousand FSD50K clips) while the resampler was torchaudio's convolution
+    (soxr, the resampler now, keeps nothing per length; the cap stays cheap
+    insurance). Only the cache size changes:
     the same kernels compute the same frames. Set before the worker's first
     convolution, when oneDNN reads it; a user's own setting wins.
     """

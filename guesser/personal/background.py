@@ -19,10 +19,12 @@ import numpy as np
 
 from guesser.errors import GuesserError
 from guesser.personal.probe import View
-from guesser.personal.store import ModelStamp, stamps_of
+from guesser.personal.store import ModelStamp, read_stamped, stamps_of
 
 KIND = "background-sample"
 BACKGROUND_NAME = "background.safetensors"
+MAX_BACKGROUND_VALUES = 200_000_000
+"""Far more than a sample holds (2,500 clips: ~2.3 million values): a bigger header is damage, refused unread."""
 
 
 class NoBackgroundError(GuesserError):
@@ -62,15 +64,10 @@ class BackgroundSample:
 
     @classmethod
     def read(cls, path: str | Path) -> "BackgroundSample":
-        from guesser.checkpoint import load_checkpoint
         from guesser.errors import CheckpointError
 
-        tensors, meta = load_checkpoint(path)
+        tensors, meta, models, views = read_stamped(Path(path), KIND, "background sample", MAX_BACKGROUND_VALUES)
         try:
-            if meta.get("kind") != KIND:
-                raise ValueError(f"a {meta.get('kind', 'unknown')} file")
-            models = tuple(ModelStamp.from_json(m) for m in meta["models"])
-            views = {s.name: View.from_tensors(tensors, s.name) for s in models}
             fnames = np.asarray([str(f) for f in meta["fnames"]])
             targets = tensors["targets"].numpy()
             vocab = tuple(str(v) for v in meta["vocabulary"])

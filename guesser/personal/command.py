@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from guesser.errors import GuesserError
+from guesser.fileio import printable, shown
 from guesser.personal.store import Store, check_name
-from guesser.personal.teach import Example, load_examples, reembed, teach
+from guesser.personal.teach import MAX_EXAMPLES, Example, load_examples, reembed, teach
 
 RETRIES_PER_TAKE = 2
 
@@ -46,11 +47,11 @@ def run_teach(name: str | None, files: Sequence[Path] = (), *, record: int = 0, 
         return 0
     assert name is not None
     name = check_name(name)  # before any recording: a clash is said before the user makes noise
-    if store.exists(name) and not replace:
-        raise GuesserError(f"a personal label {name!r} exists already: "
-                           f"'guesser teach --forget {name}' first, or --replace it")
+    store.check_free(name, replace=replace)
     if record and files:
         raise GuesserError("give example files or --record N, not both")
+    if len(files) > MAX_EXAMPLES:  # counted before anything is decoded
+        raise GuesserError(f"at most {MAX_EXAMPLES} examples, got {len(files)}: a handful of clear takes works best")
     from guesser.personal.background import find_background
 
     find_background(ensemble.models)  # these models must have one: said before any take is recorded
@@ -67,7 +68,7 @@ def run_teach(name: str | None, files: Sequence[Path] = (), *, record: int = 0, 
     # skipped files were named above, one line each; silent takes were said as they happened
     label = teach(name, examples, ensemble, store, problems=[] if files else problems, replace=replace,
                   progress=lambda text: err.write(text + "…\n"))
-    out.write(f"learned {label.name!r} from {label.examples} examples ({store.folder(label.name)})\n")
+    out.write(f"learned {label.name!r} from {label.examples} examples ({shown(store.folder(label.name))})\n")
     out.write(label.estimate.text() + "\n")
     if label.estimate.recognised < label.estimate.examples:
         out.write("tip: takes that differ a lot from each other, or from what you will play later, "
@@ -84,12 +85,14 @@ def _load(models: Sequence[Path] | None) -> Any:
 def _list(store: Store, models: Sequence[Path] | None, ensemble: Any, out: TextIO) -> int:
     from rich import box
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     labels, problems = store.read_all()
     console = Console(file=out, highlight=False)
+    root = escape(shown(store.root))  # untrusted text: never markup, never a terminal escape
     if not labels and not problems:
-        console.print(f"no personal labels yet (teach one: guesser teach NAME --record 5); they live in {store.root}")
+        console.print(f"no personal labels yet (teach one: guesser teach NAME --record 5); they live in {root}")
         return 0
     current = None
     try:
@@ -98,18 +101,19 @@ def _list(store: Store, models: Sequence[Path] | None, ensemble: Any, out: TextI
         current = set(stamps_of((ensemble or _load(models)).models))
     except GuesserError:
         pass
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title=f"personal labels ({store.root})",
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title=f"personal labels ({root})",
                   title_justify="left")
     for col in ("name", "examples", "leave-one-out", "false alarms", "made", "models"):
         table.add_column(col)
     for lab in labels:
         e = lab.estimate
         ok = current is None or set(lab.models) == current
-        table.add_row(lab.name, str(lab.examples), f"{e.recognised}/{e.examples}", f"{e.false_alarms:.1%}",
-                      lab.created[:10], "current" if ok else "[yellow]other: guesser teach --reembed[/yellow]")
+        table.add_row(escape(printable(lab.name)), str(lab.examples), f"{e.recognised}/{e.examples}",
+                      f"{e.false_alarms:.1%}", escape(printable(lab.created[:10])),
+                      "current" if ok else "[yellow]other: guesser teach --reembed[/yellow]")
     console.print(table)
     for p in problems:
-        console.print(f"[red]unreadable:[/red] {p}")
+        console.print(f"[red]unreadable:[/red] {escape(printable(p))}")
     return 0
 
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from guesser.personal.probe import View, descriptor
-from guesser.personal.store import PersonalLabel, Store, stamps_of
+from guesser.personal.store import PersonalLabel, Store, repair_hint, stamps_of
 
 HEARD = 0.5  # a personal label's score at its operating point
 
@@ -39,13 +39,21 @@ class PersonalSet:
         return [lab.name for lab in self.labels]
 
     def score(self, embeddings: Mapping[str, Any], probs: Mapping[str, Any]) -> list[tuple[str, float]]:
-        """(name, score) for every label, best first, from one clip's embeddings and probabilities (per model)."""
+        """(name, score) for every label, best first, from one clip's embeddings and probabilities (per model).
+
+        Each label reads the models in its own order (the order it was taught
+        with: ``label.models``), so the ensemble's order does not matter.
+        """
         if not self.labels:
             return []
         views = {k: View.of(np.asarray(embeddings[k], np.float32), np.asarray(probs[k], np.float32))
                  for k in self.models}
-        x = descriptor(views, self.models)
-        scored = [(lab.name, float(lab.probe.score(x)[0])) for lab in self.labels]
+        scored = []
+        for lab in self.labels:
+            x = descriptor(views, [s.name for s in lab.models])
+            if x.shape[1] != lab.probe.coef.shape[0]:  # pragma: no cover - personal_set checked the widths
+                continue
+            scored.append((lab.name, float(lab.probe.score(x)[0])))
         return sorted(scored, key=lambda t: -t[1])
 
     def notices(self) -> list[str]:
@@ -57,14 +65,33 @@ class PersonalSet:
 
 
 def personal_set(models: list[Any], store: Store | None = None) -> PersonalSet:
-    """Split the store's labels into those made with ``models`` (scored) and the rest (stale)."""
+    """Split the store's labels into those made with ``models`` (scored) and the rest (stale).
+
+    A label is scored when it was made with exactly these models (each one's
+    name and checkpoint hash), in whatever order they are given now, and its
+    views have the widths these models produce (its probabilities one per
+    class); anything else is named, never scored.
+    """
     labels, problems = (store or Store()).read_all()
+    names = [m.name for m in models]
     if not labels:  # the common case: nothing to match, so no checkpoint is hashed at start-up
-        return PersonalSet([], [m.name for m in models], [], problems)
+        return PersonalSet([], names, [], problems)
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        return PersonalSet([], names, [], problems + [f"two of these models are named {twice[0]!r}: personal labels "
+                                                      "are scored only with models of distinct names"])
     current = set(stamps_of(models))
-    usable = [lab for lab in labels if set(lab.models) == current]
-    stale = [lab for lab in labels if set(lab.models) != current]
-    return PersonalSet(usable, [m.name for m in models], stale, problems)
+    classes = {m.name: len(m.classes) for m in models}
+    usable, stale = [], []
+    for lab in labels:
+        if set(lab.models) != current:
+            stale.append(lab)
+        elif any(lab.views[s.name].probs.shape[1] != classes[s.name] for s in lab.models):
+            problems.append(f"{lab.name!r}: its stored views do not fit these models' outputs; "
+                            f"{repair_hint(lab.folder) if lab.folder else 'teach it again'}")
+        else:
+            usable.append(lab)
+    return PersonalSet(usable, names, stale, problems)
 
 
 def attach(ensemble: Any, store: Store | None = None) -> PersonalSet:

@@ -71,6 +71,8 @@ def fit_label(name: str, ensemble: Any, views: dict[str, View], sources: Sequenc
     """The classifier for ``name`` from the examples' views, with its cross-validated estimate."""
     background = background or find_background(ensemble.models)
     names = [m.name for m in ensemble.models]
+    if len(set(names)) != len(names):
+        raise GuesserError("two of these models share a name: a personal label needs models of distinct names")
     fitted = fit_probe(descriptor(views, names), descriptor(background.views, names))
     return PersonalLabel(name, stamps_of(ensemble.models), views, fitted.probe, fitted.estimate, tuple(sources),
                          {m.name: m.features.to_dict() for m in ensemble.models})
@@ -82,9 +84,7 @@ def teach(name: str, examples: Sequence[Example], ensemble: Any, store: Store | 
     """Learn ``name`` from ``examples`` and store it (its clips too); every check comes before any write."""
     store = store or Store()
     name = check_name(name)
-    if store.exists(name) and not replace:
-        raise GuesserError(f"a personal label {name!r} exists already: "
-                           f"'guesser teach --forget {name}' first, or choose another name")
+    store.check_free(name, replace=replace)
     check_count(len(examples), problems)
     background = find_background(ensemble.models)  # before the work: these models must have one
     say = progress or (lambda _text: None)
@@ -97,17 +97,24 @@ def teach(name: str, examples: Sequence[Example], ensemble: Any, store: Store | 
 
 
 def reembed(name: str, ensemble: Any, store: Store | None = None) -> PersonalLabel:
-    """Embed a label's stored clips again with the models now installed, and refit it in place."""
+    """Embed a label's stored clips again with the models now installed, and refit it in place.
+
+    The clips are written back as they were decoded (mono, at most
+    :data:`MAX_EXAMPLE_SECONDS`): a clip that is a symbolic link is read, never
+    copied whole.
+    """
     store = store or Store()
     old = store.get(name)
     clips = old.clip_paths()
+    if len(clips) != old.examples:
+        raise GuesserError(f"{name!r}: its folder {shown(old.folder / 'clips')} holds {len(clips)} clips for "
+                           f"{old.examples} examples; teach it again from new takes")
     examples, problems = load_examples(clips)
-    if len(examples) != old.examples or not examples:
-        raise GuesserError(f"{name!r}: its stored clips are missing or damaged ({len(examples)} of {old.examples} "
-                           "readable); teach it again from new takes")
+    if problems:
+        raise GuesserError(f"{name!r}: a stored clip is damaged ({problems[0]}); teach it again from new takes")
     for ex, src in zip(examples, old.sources):
         ex.source = src
     label = fit_label(old.name, ensemble, embed(ensemble, examples), old.sources)
     label.created = old.created
-    store.write(label, None, replace=True)
+    store.write(label, [(e.samples, e.sample_rate) for e in examples], replace=True)
     return label
