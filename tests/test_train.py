@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+import trainer.state as state_mod
 import trainer.train as train_mod
 from guesser.checkpoint import load_checkpoint, read_meta
 from guesser.errors import GuesserError
@@ -76,7 +77,7 @@ def test_two_epochs_lower_the_loss_and_write_a_loadable_model(reference):
 
     # best.safetensors holds the weights of the best epoch: here the last one, whose state ends the run
     if result.best_epoch == 2:
-        state, _ = train_mod.load_state(out / "last.safetensors")
+        state, _ = state_mod.load_state(out / "last.safetensors")
         best, _ = load_checkpoint(out / "best.safetensors")
         assert best.keys() == state["model"].keys()
         assert all(torch.equal(v, state["model"][k]) for k, v in best.items())
@@ -199,7 +200,7 @@ def test_val_every_still_logs_every_epoch_and_validates_the_last(cache_root, tmp
 
 
 def test_warmup_then_cosine_learning_rate():
-    from trainer.train import scheduled_lr
+    from trainer.optim import scheduled_lr
 
     t = tiny_recipe(epochs=4, warmup_epochs=1, lr=1e-3, min_lr=1e-5).train
     lrs = [scheduled_lr(t, it, 10) for it in range(40)]
@@ -225,7 +226,7 @@ def test_prior_bias_starts_the_head_at_the_label_prior(cache_root, fsd_cache, tm
     recipe = tiny_recipe(loss="focal", prior_bias=True, focal_alpha=0.25, focal_gamma=2.0, augment={},
                          oversample=False, warmup_epochs=0, scheduler="none")
     train(recipe, cache_root, tmp_path / "run", device="cpu", progress=False, max_steps=1, log=lambda s: None)
-    model = train_mod.load_state(tmp_path / "run" / "last.safetensors")[0]["model"]
+    model = state_mod.load_state(tmp_path / "run" / "last.safetensors")[0]["model"]
     bias = model[[k for k in model if k.startswith("head.") and k.endswith(".bias")][-1]]
     pi = np.clip(fsd_cache.split("train").targets.mean(axis=0), 1e-3, 1 - 1e-3)
     prior = torch.tensor(np.log(pi / (1 - pi)), dtype=torch.float32)
@@ -235,7 +236,7 @@ def test_prior_bias_starts_the_head_at_the_label_prior(cache_root, fsd_cache, tm
 
 
 def test_precision_choice(monkeypatch):
-    from trainer.train import autocast_dtype
+    from trainer.device import autocast_dtype
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -251,7 +252,7 @@ def test_precision_choice(monkeypatch):
 def test_ema_weights_are_validated_kept_and_resumed_exactly(cache_root, tmp_path):
     """With ema_decay the best checkpoint holds the moving average (not the raw weights), and a
     run stopped mid-epoch and resumed ends with the same average as one that never stopped."""
-    from trainer.train import load_state
+    from trainer.state import load_state
 
     recipe = tiny_recipe("ema", ema_decay=0.9)
     with one_thread():
@@ -274,7 +275,7 @@ def test_ema_weights_are_validated_kept_and_resumed_exactly(cache_root, tmp_path
 
 def test_ema_warmup_follows_the_weights_early_and_settles_later():
     """The ramped decay (1+n)/(10+n) capped at ``decay``, checked against that formula step by step."""
-    from trainer.train import ema_with_warmup
+    from trainer.optim import ema_with_warmup
 
     update = ema_with_warmup(0.99)
     ema, expected = [torch.zeros(3)], torch.zeros(3)
@@ -294,6 +295,6 @@ def test_a_recipe_saved_before_a_new_option_existed_still_resumes():
     current = tiny_recipe().to_dict()
     older = json.loads(json.dumps(current))
     del older["train"]["ema_warmup"]
-    assert train_mod.recipe_difference(train_mod._with_defaults(older), current) is None
+    assert state_mod.recipe_difference(state_mod._with_defaults(older), current) is None
     older["train"]["lr"] = 0.5
-    assert train_mod.recipe_difference(train_mod._with_defaults(older), current) == "train.lr (0.5 vs 0.001)"
+    assert state_mod.recipe_difference(state_mod._with_defaults(older), current) == "train.lr (0.5 vs 0.001)"

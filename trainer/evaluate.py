@@ -401,7 +401,7 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
 
     group_of = load_groups(groups) if groups else None
     synthetic = tuple(synthetic) if synthetic is not None else SYNTHETIC_DEFAULT
-    from trainer.train import pick_device
+    from trainer.device import pick_device
 
     if split not in SPLITS:
         raise GuesserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")

@@ -121,7 +121,7 @@ def run_select(runs: list[Path], cache: Path, out: Path, *, max_steps: int = 12,
 
     from guesser.ensemble import load_model
     from trainer.evaluate import ModelRun, checkpoint_of, score
-    from trainer.train import pick_device
+    from trainer.device import pick_device
 
     console = console or Console(stderr=True)
     dev = pick_device("cpu")
