@@ -55,8 +55,8 @@ def _rank_main(rank: int, port: int, cache_root: str, out: str, dump: str) -> No
     train_mod.make_batch = spy
     result = train_mod.train(ddp_recipe(), cache_root, out, device="cpu", progress=False, log=lambda s: None)
     params = {k: v.detach().clone() for k, v in result.model.named_parameters()}
-    torch.save({"params": params, "seen": [idx for _, idx in seen], "history": result.history},
-               Path(dump) / f"rank{rank}.pt")
+    history = [r.to_json() for r in result.history]
+    torch.save({"params": params, "seen": [idx for _, idx in seen], "history": history}, Path(dump) / f"rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")

@@ -57,14 +57,14 @@ def test_two_epochs_lower_the_loss_and_write_a_loadable_model(reference):
 
     result, out, lines = reference
     assert result.finished and result.epochs_run == 2
-    losses = [row["train_loss"] for row in result.history]
+    losses = [row.train_loss for row in result.history]
     assert losses[1] < losses[0]
-    assert all(0.0 <= row["val_map"] <= 1.0 and np.isfinite(row["val_loss"]) for row in result.history)
+    assert all(0.0 <= row.val_map <= 1.0 and np.isfinite(row.val_loss) for row in result.history)
 
     # one JSON line per epoch, printed and in metrics.jsonl
     printed = [json.loads(s) for s in lines]
     assert [r["epoch"] for r in printed] == [1, 2]
-    assert [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()] == result.history
+    assert [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()] == [r.to_json() for r in result.history]
 
     model = load_model(out / "best.safetensors")
     assert model.task == "labels" and model.classes == default_label_space().vocabulary.names
@@ -180,7 +180,7 @@ def test_early_stopping_and_plateau_schedule(cache_root, tmp_path, monkeypatch):
     result = train(recipe, cache_root, tmp_path / "run", device="cpu", progress=False, log=lambda s: None)
     # best at epoch 2; epochs 3 and 4 do not beat it; 2 epochs without improvement: stop after epoch 4
     assert result.epochs_run == 4 and result.best_epoch == 2 and result.best_score == 0.6
-    assert [row["lr"] for row in result.history] == [1e-3, 1e-3, 1e-3, 5e-4]  # halved after epoch 3's setback
+    assert [row.lr for row in result.history] == [1e-3, 1e-3, 1e-3, 5e-4]  # halved after epoch 3's setback
     summary = json.loads((tmp_path / "run" / "run.json").read_text())
     assert summary["early_stopped"] and summary["best_epoch"] == 2
     assert read_meta(tmp_path / "run" / "best.safetensors")["best_epoch"] == 2
@@ -193,8 +193,8 @@ def test_val_every_still_logs_every_epoch_and_validates_the_last(cache_root, tmp
     validated = _scripted_validation(monkeypatch, [0.3, 0.4])
     recipe = tiny_recipe(epochs=3, batch_size=8, val_every=2, scheduler="none", warmup_epochs=0, augment={})
     result = train(recipe, cache_root, tmp_path / "run", device="cpu", progress=False, log=lambda s: None)
-    assert [r["epoch"] for r in result.history] == [1, 2, 3]
-    assert ["val_map" in r for r in result.history] == [False, True, True]
+    assert [r.epoch for r in result.history] == [1, 2, 3]
+    assert [r.val_map is not None for r in result.history] == [False, True, True]
     assert validated == [1, 2]
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
 
@@ -217,7 +217,7 @@ def test_families_task_with_cross_entropy(cache_root, tmp_path):
 
     recipe = tiny_recipe("fam", arch="family_cnn", task="families", epochs=1, batch_size=8)
     result = train(recipe, cache_root, tmp_path / "run", device="cpu", progress=False, log=lambda s: None)
-    assert "val_family_map" in result.history[0] and 0 < result.best_score <= 1
+    assert result.history[0].val_family_map is not None and 0 < result.best_score <= 1
     model = load_model(tmp_path / "run" / "best.safetensors")
     assert model.task == "families" and model.classes == FAMILIES_6
 

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from guesser.checkpoint import atomic_write_text
 from guesser.errors import GuesserError
 from guesser.features import FeatureConfig
 from guesser.labels import LabelSpace, Vocabulary, default_label_space
@@ -28,6 +27,7 @@ from trainer.device import autocast_dtype
 from trainer.losses import Criterion, positive_weights, prior_bias
 from trainer.optim import make_ema, make_optimizer
 from trainer.recipe import Recipe
+from trainer.records import MetricsRow
 from trainer.sampling import EpochSampler, oversampling_weights
 from trainer.signals import StopRequests
 from trainer.state import Counters, SavedState, resume_state, save_state
@@ -69,7 +69,7 @@ class Run:
     sampler: EpochSampler
     steps_per_epoch: int
     counters: Counters  # everything besides tensors that a resumed run needs
-    history: list[dict]
+    history: list[MetricsRow]
     stop: StopRequests
     console: object  # rich Console on stderr: the progress bar and stop notices
     log: Callable[[str], None]
@@ -87,12 +87,13 @@ class Run:
     def save_state(self) -> None:
         if self.main:
             save_state(self.out / "last.safetensors", self.model, self.optimizer, self.plateau, self.scaler,
-                       self.counters, {"recipe": self.recipe.to_dict(), "history": self.history,
+                       self.counters, {"recipe": self.recipe.to_dict(),
+                                       "history": [r.to_json() for r in self.history],
                                        "world_size": self.world}, self.ema)
 
     def write_metrics(self) -> None:
         if self.main:  # rewritten whole, so it always agrees with the checkpoint it belongs to
-            atomic_write_text(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.history))
+            MetricsRow.write_lines(self.out / "metrics.jsonl", self.history)
 
     def resume_command(self) -> str:
         """A command that continues this run as printed: the recipe (a shipped name, else RECIPE.toml for the
@@ -155,7 +156,8 @@ def restore(run: Run, state: dict, saved: SavedState) -> None:
         raise GuesserError(f"{run.out / 'last.safetensors'}: the saved state does not fit this run ({first[:160]}); "
                            "delete it to start over, or use another --out") from None
     run.counters = Counters.from_dict(saved.counters)
-    run.history = saved.history
+    last = run.out / "last.safetensors"
+    run.history = [MetricsRow.from_json(r, f"{last}: history row {i + 1}") for i, r in enumerate(saved.history)]
 
 
 def prepare(recipe: Recipe, cache_root: str | Path, out_dir: str | Path, rank: int, world: int, dev: torch.device,

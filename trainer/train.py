@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from guesser.checkpoint import atomic_write_text, score_name
+from guesser.checkpoint import score_name
 from guesser.errors import GuesserError
 from guesser.models import count_parameters
 from trainer import ddp
@@ -54,6 +54,7 @@ from trainer.losses import Criterion
 from trainer.metrics import mean_average_precision
 from trainer.optim import scheduled_lr
 from trainer.recipe import Recipe
+from trainer.records import MetricsRow, RunSummary
 from trainer.run import Run, prepare
 from trainer.weights import git_commit, model_meta, save_model
 
@@ -65,7 +66,7 @@ class RunResult:
     best_epoch: int
     epochs_run: int
     seconds: float
-    history: list[dict] = field(default_factory=list)
+    history: list[MetricsRow] = field(default_factory=list)
     finished: bool = True  # False: stopped early by ``max_steps`` (resume to continue)
     model: nn.Module | None = field(default=None, repr=False)  # the trained module (this rank's copy)
 
@@ -90,13 +91,13 @@ def train(
     progress: bool = True,
     checkpoint_every: int = 0,
     max_steps: int | None = None,
-    on_epoch: Callable[[dict], None] | None = None,
+    on_epoch: Callable[[MetricsRow], None] | None = None,
     log: Callable[[str], None] = print,
 ) -> RunResult:
     """Train ``recipe`` on the cache under ``cache_root``; write the run folder ``out_dir``.
 
     ``on_epoch(row)`` is called on rank 0 after every epoch, once its checkpoint is
-    written, with that epoch's metrics row (the score under ``score_name(task)``
+    written, with that epoch's :class:`MetricsRow` (``row.score(score_name(task))``
     when the epoch was validated); it may raise to end the run (``guesser tune``
     prunes trials this way). ``max_steps`` stops (as if interrupted) after that
     many optimiser steps of this call: tests use it to simulate a crash mid-epoch.
@@ -202,16 +203,16 @@ def batch_loss(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return run.criterion(logits, y)  # Criterion casts the logits to fp32
 
 
-def end_epoch(run: Run, on_epoch: Callable[[dict], None] | None) -> None:
+def end_epoch(run: Run, on_epoch: Callable[[MetricsRow], None] | None) -> None:
     """Validate (rank 0; every rank agrees on the score), schedule, stop early, keep the best, checkpoint, log."""
     t, c = run.recipe.train, run.counters
     epoch = c.epoch
     loss_sum, loss_n = ddp.sum_ranks([c.loss_sum, c.loss_n], run.world, run.dev)
-    row = {"epoch": epoch + 1, "train_loss": round(loss_sum / max(loss_n, 1), 6),
-           "lr": run.optimizer.param_groups[0]["lr"]}
+    row = MetricsRow(epoch=epoch + 1, train_loss=round(loss_sum / max(loss_n, 1), 6),
+                     lr=run.optimizer.param_groups[0]["lr"])
     if (epoch + 1) % t.val_every == 0 or epoch + 1 == t.epochs:
-        score = validate(run, row)
-        row[score_name(run.recipe.task)] = round(score, 6)
+        score, val_loss = validate(run)
+        row = replace(row, val_loss=val_loss, **{score_name(run.recipe.task): round(score, 6)})
         if score > c.best:
             c.best, c.best_epoch = score, epoch + 1
             save_best(run, row)
@@ -219,13 +220,13 @@ def end_epoch(run: Run, on_epoch: Callable[[dict], None] | None) -> None:
             run.plateau.step(score)
         if t.early_stop and epoch + 1 - c.best_epoch >= t.early_stop:
             c.done = True  # saved with the state: a resumed run stays stopped
-    row["seconds"] = round(c.seconds, 1)
+    row = replace(row, seconds=round(c.seconds, 1))
     run.history.append(row)
     c.epoch, c.step, c.loss_sum, c.loss_n = epoch + 1, 0, 0.0, 0
     run.save_state()
     run.write_metrics()
     if run.main:
-        run.log(json.dumps(row))
+        run.log(json.dumps(row.to_json()))
         if c.done:
             run.log(json.dumps({"early_stop": epoch + 1, "best_epoch": c.best_epoch}))
         if on_epoch is not None:
@@ -234,19 +235,19 @@ def end_epoch(run: Run, on_epoch: Callable[[dict], None] | None) -> None:
         raise interrupted_error(run, f"after epoch {epoch + 1}")
 
 
-def validate(run: Run, row: dict) -> float:
-    """The validation score (rank 0 scores the val split the app's way; every rank gets its value)."""
-    score = None
+def validate(run: Run) -> tuple[float, float | None]:
+    """(score, val loss): rank 0 scores the val split the app's way; every rank gets the score (the loss: rank 0)."""
+    score = val_loss = None
     if run.main:
         d = run.data
         probs = predict_split(run.evaluated, d.val_split, d.cfg, run.recipe.task, device=run.dev,
                               autocast_dtype=run.amp)
-        row["val_loss"] = round(validation_loss(run.criterion, probs[d.va.keep], d.va.y[d.va.keep],
-                                                run.recipe.task == "labels"), 6)
+        val_loss = round(validation_loss(run.criterion, probs[d.va.keep], d.va.y[d.va.keep],
+                                         run.recipe.task == "labels"), 6)
         score = validation_score(probs, d.va)
     if run.world > 1:
         score = ddp.broadcast_float(score, run.dev)
-    return score
+    return score, val_loss
 
 
 def validation_loss(criterion: Criterion, probs: np.ndarray, y: np.ndarray, multilabel: bool) -> float:
@@ -262,12 +263,12 @@ def validation_score(probs: np.ndarray, t: Targets) -> float:
     return mean_average_precision(y, probs[t.keep])
 
 
-def save_best(run: Run, row: dict) -> None:
+def save_best(run: Run, row: MetricsRow) -> None:
     """``best.safetensors``: the validated weights and everything the app needs to run them (rank 0)."""
     if run.main:
         d = run.data
-        meta = replace(model_meta(run.recipe, d.cfg, d.tr.classes, run.evaluated), metrics=dict(row),
-                       best_epoch=row["epoch"], trained_seconds=run.counters.seconds,
+        meta = replace(model_meta(run.recipe, d.cfg, d.tr.classes, run.evaluated), metrics=row.to_json(),
+                       best_epoch=row.epoch, trained_seconds=run.counters.seconds,
                        trained_labels=tuple(d.trained_labels), world_size=run.world)
         save_model(run.out / "best.safetensors", run.evaluated, meta)
 
@@ -275,12 +276,10 @@ def save_best(run: Run, row: dict) -> None:
 def write_summary(run: Run) -> None:
     """``run.json``: what ``guesser train multi`` indexes and ``guesser report`` shows."""
     c, r = run.counters, run.recipe
-    summary = {"recipe": r.to_dict(), "member": r.member, "name": r.name, "task": r.task,
-               "score_name": score_name(r.task), "best_score": c.best, "best_epoch": c.best_epoch,
-               "epochs_run": c.epoch, "early_stopped": c.done, "trained_seconds": round(c.seconds, 1),
-               "params": count_parameters(run.model), "cache": str(run.data.cache.directory), "commit": git_commit(),
-               "world_size": run.world}
-    atomic_write_text(run.out / "run.json", json.dumps(summary, indent=1))
+    RunSummary(recipe=r.to_dict(), member=r.member, name=r.name, task=r.task, score_name=score_name(r.task),
+               best_score=c.best, best_epoch=c.best_epoch, epochs_run=c.epoch, early_stopped=c.done,
+               trained_seconds=round(c.seconds, 1), params=count_parameters(run.model),
+               cache=str(run.data.cache.directory), commit=git_commit(), world_size=run.world).write(run.out / "run.json")
 
 
 def interrupted_error(run: Run, where: str) -> TrainingInterrupted:
