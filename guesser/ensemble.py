@@ -31,10 +31,11 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from guesser.checkpoint import INDEX_NAME, ModelMeta, ModelsIndex, load_model_checkpoint
+from guesser.checkpoint import (INDEX_NAME, ModelMeta, ModelSource, default_models_index,  # noqa: F401
+                                load_model_checkpoint)
 from guesser.errors import CheckpointError
 from guesser.features import FeatureConfig, log_mel, resample, to_mono
-from guesser.confidence import ConfidenceRule, distinct_guesses
+from guesser.confidence import ConfidenceRule, distinct_guesses, rule_of
 from guesser.labels import FAMILIES_6, default_label_space
 from guesser.models import TASK_FAMILIES, TASK_LABELS, build_model
 from guesser.ranking import specific_first
@@ -172,18 +173,6 @@ def load_model(path: str | Path, *, precision: str | None = None, optimize: bool
     return LoadedModel(meta.name, meta.member, meta.task, meta.classes, meta.features, module, path, meta)
 
 
-def default_models_index() -> Path:
-    """Where the shipped models are: $GUESSER_MODELS, else ``assets/models/index.json`` beside the package."""
-    env = os.environ.get("GUESSER_MODELS")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "assets" / "models" / INDEX_NAME, here / "_assets" / "models" / INDEX_NAME):
-        if cand.is_file():
-            return cand
-    return here.parent / "assets" / "models" / INDEX_NAME
-
-
 def resolve_model_paths(sources: Iterable[str | Path] | None) -> list[Path]:
     """Index files and/or checkpoints (or a folder holding index.json) -> checkpoint paths."""
     return [p for p, _ in resolve_models(sources)]
@@ -197,15 +186,7 @@ def resolve_models(sources: Iterable[str | Path] | None) -> list[tuple[Path, flo
     chooses it on the validation split, because a family model and the family
     scores folded from a label model are not equally reliable.
     """
-    sources = list(sources or [default_models_index()])
-    paths: list[tuple[Path, float]] = []
-    for s in sources:
-        p = Path(s)
-        if p.is_dir():
-            p = p / INDEX_NAME
-        if not p.exists():
-            raise CheckpointError(f"{p}: no models found there (train some with 'guesser train multi', or pass --models)")
-        paths += ModelsIndex.read(p).checkpoints(p.parent) if p.suffix == ".json" else [(p, 1.0)]
+    paths = [pair for source in ModelSource.read_all(sources) for pair in source.checkpoints()]
     if not paths:
         raise CheckpointError("no models to run")
     return paths
@@ -239,15 +220,13 @@ class Ensemble:
     def load(cls, sources: Iterable[str | Path] | None = None, *, precision: str | None = None,
              optimize: bool = True, **kwargs) -> "Ensemble":
         """Load every model of ``sources`` (index files, folders, checkpoints; default: the shipped index)."""
-        from guesser.confidence import read_rule
-
+        read = ModelSource.read_all(sources)  # each index once: its models and its "not sure" rule
         models = []
-        sources = list(sources) if sources is not None else None
-        for path, weight in resolve_models(sources):
+        for path, weight in [pair for source in read for pair in source.checkpoints()]:
             m = load_model(path, precision=precision, optimize=optimize)
             m.family_weight = weight
             models.append(m)
-        kwargs.setdefault("confidence", read_rule(sources))
+        kwargs.setdefault("confidence", rule_of(read))
         return cls(models, **kwargs)
 
     @property
