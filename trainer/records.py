@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from guesser.checkpoint import HeaderFields, atomic_write_text
+from guesser.checkpoint import HeaderFields, _shown, atomic_write_text
 from guesser.errors import CheckpointError, GuesserError
 
 RECORD_VERSION = 1
@@ -60,11 +60,6 @@ class Fields(HeaderFields):
         if v is not None and not all(x is None or _is_real(x) for x in v):
             raise CheckpointError(f"{self.where}: {key} must be a list of numbers")
         return v
-
-
-def _shown(v: Any) -> str:
-    text = repr(v) if not isinstance(v, (dict, list)) else type(v).__name__
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def read_object(path: Path, what: str) -> dict:
