@@ -190,10 +190,11 @@ def family_section(soft: np.ndarray, scores: np.ndarray, names: tuple[str, ...])
     """Family mAP, top-family accuracy/F1, confusion matrix and ROC of [N, F] family scores."""
     truth = (soft > 0).astype(np.uint8)
     single = M.single_label_scores(soft, scores)
+    ap = M.per_label_ap(truth, scores)
     return {
-        "summary": {"family_map": M.mean_average_precision(truth, scores), "family_accuracy": single.accuracy,
+        "summary": {"family_map": M.macro_of(ap), "family_accuracy": single.accuracy,
                     "family_f1_macro": single.f1_macro},
-        "families": {"names": list(names), "ap": M.per_label_ap(truth, scores),
+        "families": {"names": list(names), "ap": ap,
                      "positives": truth.sum(axis=0), "support": single.support},
         "confusion": {"classes": list(names), "matrix": single.confusion},
         "roc_families": {"micro": M.micro_roc(truth, scores), "per_class": M.per_class_roc(truth, scores, names)},
@@ -206,13 +207,15 @@ def label_section(split: Scores, val: Scores, space: LabelSpace) -> dict:
     thresholds = M.tune_thresholds(val.targets, val.probs)
     ts = M.threshold_scores(y, p, thresholds)
     names = space.vocabulary.names
+    ap, auc = M.per_label_ap(y, p), M.per_label_auc(y, p)  # once each: mAP, the macro AUC and d' are means
+    macro_auc = M.macro_of(auc)
     return {
-        "summary": {"map": M.mean_average_precision(y, p), "d_prime": M.d_prime(y, p), "auc": M.macro_auc(y, p),
+        "summary": {"map": M.macro_of(ap), "d_prime": M.d_prime_from_auc(macro_auc), "auc": macro_auc,
                     "lwlrap": M.lwlrap(y, p), "f1_micro": ts.f1_micro, "f1_macro": ts.f1_macro,
                     "precision_micro": ts.precision_micro, "recall_micro": ts.recall_micro,
                     "precision_macro": ts.precision_macro, "recall_macro": ts.recall_macro,
                     "subset_accuracy": ts.subset_accuracy, "label_accuracy": ts.label_accuracy},
-        "labels": {"names": list(names), "ap": M.per_label_ap(y, p), "auc": M.per_label_auc(y, p),
+        "labels": {"names": list(names), "ap": ap, "auc": auc,
                    "f1": ts.per_label_f1, "accuracy": ts.per_label_accuracy, "threshold": thresholds,
                    "positives": y.sum(axis=0)},
         "roc_labels": {"micro": M.micro_roc(y, p)},

@@ -20,13 +20,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from guesser.checkpoint import HeaderFields, _shown, atomic_write_text
+from guesser.checkpoint import _MISSING, HeaderFields, atomic_write_text
 from guesser.errors import CheckpointError, GuesserError
 
 RECORD_VERSION = 1
-
-
-_REQUIRED = object()
 
 
 def _is_real(v: Any) -> bool:
@@ -37,16 +34,10 @@ def _is_real(v: Any) -> bool:
 class Fields(HeaderFields):
     """:class:`HeaderFields` plus the checks the trainer's records need."""
 
-    def real(self, key: str, default: Any = _REQUIRED) -> Any:
+    def real(self, key: str, default: Any = _MISSING) -> Any:
         """A number that may be NaN or infinite (a diverged run's loss; a best score never set)."""
-        v = self.data.get(key, _REQUIRED)
-        if v is _REQUIRED or (v is None and default is None):
-            if default is _REQUIRED:
-                raise CheckpointError(f"{self.where}: {key} is missing")
-            return default
-        if not _is_real(v):
-            raise CheckpointError(f"{self.where}: {key} must be a number, got {_shown(v)}")
-        return float(v)
+        v = self._get(key, default, _is_real, "a number")
+        return v if v is None else float(v)
 
     def version(self) -> int:
         v = self.int("version", RECORD_VERSION)
