@@ -121,7 +121,8 @@ def train(
         if run.main and not paused:
             write_summary(run)
         agreed = True
-        return RunResult(run.out, c.best, c.best_epoch, c.epoch, c.seconds, run.history, not paused, run.model)
+        return RunResult(directory=run.out, best_score=c.best, best_epoch=c.best_epoch, epochs_run=c.epoch,
+                         seconds=c.seconds, history=run.history, finished=not paused, model=run.model)
     except (TrainingInterrupted, TrainingDiverged):  # raised on every rank at the same step
         agreed = True
         raise
