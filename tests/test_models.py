@@ -47,6 +47,19 @@ def test_parameter_counts(arch, n):
     assert count_parameters(build_model(arch, n)) == EXPECTED[(arch, n)]
 
 
+def test_the_wider_variant_doubles_every_channel_and_refuses_odd_widths():
+    wide4 = (conv_bn(1, 64, 3) + conv_bn(64, 128, 3) + conv_bn(128, 256, 3) + conv_bn(256, 256, 3)
+             + linear(4096, 512) + linear(512, 256) + linear(256, 200))
+    wide3 = conv_bn(1, 64, 3) + conv_bn(64, 128, 3) + conv_bn(128, 256, 3) + linear(4096, 576) + linear(576, 200)
+    assert count_parameters(build_model("cnn4", 200, width=2)) == wide4
+    assert count_parameters(build_model("cnn3", 200, width=2)) == wide3
+    with torch.no_grad():
+        assert build_model("cnn4", 200, width=2).eval()(torch.randn(2, 1, 64, 300)).shape == (2, 200)
+    for bad in (0, 5, 1.5, True):
+        with pytest.raises(ValueError, match="width"):
+            build_model("cnn4", 200, width=bad)
+
+
 def test_published_sizes():
     """The student project's cnn4 size and PANNs' reported 4.8 M for CNN6 on AudioSet."""
     assert count_parameters(build_model("cnn4", 200)) == 1_472_776

@@ -32,6 +32,8 @@ class Targets:
     y: np.ndarray
     keep: np.ndarray  # indices into the split
     classes: tuple[str, ...]
+    soft: np.ndarray | None = None  # [N, K] a teacher's probabilities (distillation), rows as ``y``
+    known: np.ndarray | None = None  # [K] bool: the classes the teacher learned
 
 
 def task_targets(recipe: Recipe, split: CachedSplit, labels: LabelSpace) -> Targets:
@@ -55,6 +57,8 @@ def make_batch(split: CachedSplit, targets: Targets, idx: np.ndarray, cfg: Featu
     frames = int(round(t.crop_seconds * cfg.frames_per_second)) if t.crop_seconds else cfg.clip_frames
     x = torch.from_numpy(split.crops(idx, frames, rng, policy=cfg.short))
     y = torch.from_numpy(targets.y[idx])
+    if targets.soft is not None:  # the teacher's columns ride along, so mixing treats them as the labels
+        y = torch.cat([y, torch.from_numpy(targets.soft[idx])], dim=1)
     multilabel = recipe.task == "labels"
     bg = None
     if recipe.augment.background_p and background is not None and len(background):

@@ -71,6 +71,8 @@ class TrainConfig:
     init: str = ""  # a guesser checkpoint of the same architecture and classes to fine-tune from
     precision: str = "auto"  # auto | fp32 | bf16
     val_every: int = 1
+    distill: str = ""  # teacher: "shipped" or a models index/folder/checkpoint; "" = hard labels only (trainer/distill.py)
+    distill_weight: float = 0.5  # loss = (1 - w) * hard-label loss + w * distillation loss
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class Recipe:
             (t.crop_seconds == 0 or (self.arch == "cnn6" and t.crop_seconds > 0),
              "train.crop_seconds is only for cnn6 (the seed CNNs' 4×4 pooling must see the inference window)"),
             (t.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
+            (0 <= t.distill_weight <= 1, "train.distill_weight must be in [0, 1]"),
             (not t.pretrained or self.arch == "cnn6", "train.pretrained is only for cnn6 (PANNs weights)"),
             (all(0 <= v <= 1 for v in self.augment.probabilities.values()), "augment probabilities must be in [0, 1]"),
             (self.augment.background_snr_min <= self.augment.background_snr_max, "augment.background_snr_min must be <= background_snr_max"),

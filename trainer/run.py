@@ -24,6 +24,7 @@ from trainer.background import ambient_clips
 from trainer.batch import Targets, task_targets
 from trainer.cache import CachedSplit, FeatureCache, find_cache
 from trainer.device import autocast_dtype
+from trainer.distill import soft_targets
 from trainer.losses import Criterion, positive_weights, prior_bias
 from trainer.optim import make_ema, make_optimizer
 from trainer.recipe import Recipe
@@ -122,6 +123,23 @@ def load_data(recipe: Recipe, cache_root: str | Path) -> RunData:
     return RunData(cache, cfg, train_split, val_split, tr, va, trained_labels, background)
 
 
+def with_teacher(tr: Targets, recipe: Recipe, cache_root, cache_dir: Path, dev: torch.device, main: bool,
+                 world: int, log: Callable[[str], None]) -> Targets:
+    """``tr`` with the teacher's soft targets (rank 0 computes and stores them once; the others read them)."""
+    def load():
+        return soft_targets(recipe.train.distill, Path(cache_root), cache_dir, "train", recipe.task, tr.classes,
+                            dev, log=log if main else (lambda _: None))
+
+    soft = load() if main else None
+    if world > 1:
+        torch.distributed.barrier()
+        soft = soft or load()
+    if main:
+        log(json.dumps({"teacher": recipe.train.distill, "key": soft.key,
+                        "classes_distilled": int(soft.known.sum()), "classes": len(soft.known)}))
+    return replace(tr, soft=soft.probs, known=soft.known)
+
+
 def build_model_for(recipe: Recipe, tr: Targets, dev: torch.device) -> nn.Module:
     """The recipe's network on ``dev``: seeded, from pretrained or given weights, with the prior as output bias."""
     t = recipe.train
@@ -174,6 +192,8 @@ def prepare(recipe: Recipe, cache_root: str | Path, out_dir: str | Path, rank: i
             stale.unlink(missing_ok=True)
     resumed = resume_state(out, resume, recipe, world, main)  # fails early, before any work
     data = load_data(recipe, cache_root)
+    if t.distill:
+        data = replace(data, tr=with_teacher(data.tr, recipe, cache_root, data.cache.directory, dev, main, world, log))
     tr = data.tr
     model = build_model_for(recipe, tr, dev)
     pos_weight = positive_weights(tr.y[tr.keep] > 0, t.pos_weight, t.pos_weight_cap) if t.loss == "bce" else None

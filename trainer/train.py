@@ -49,6 +49,7 @@ from guesser.models import count_parameters
 from trainer import ddp
 from trainer.batch import Targets, make_batch, step_seed
 from trainer.device import pick_device
+from trainer.distill import distillation_loss
 from trainer.inference import predict_split
 from trainer.losses import Criterion
 from trainer.metrics import mean_average_precision
@@ -179,7 +180,9 @@ def train_step(run: Run, order: np.ndarray) -> int:
         for group in run.optimizer.param_groups:
             group["lr"] = lr
     torch.manual_seed(seed)  # dropout
-    loss = batch_loss(run, x, y)
+    with torch.autocast(run.dev.type, dtype=run.amp or torch.float32, enabled=run.amp is not None):
+        logits = run.net(x)
+    loss = training_loss(run, logits, y)
     value = float(loss.item())
     if ddp.any_rank(not math.isfinite(value), run.world, run.dev):  # every rank stops at the same step
         raise TrainingDiverged(f"{run.recipe.name}: loss became {value if not math.isfinite(value) else 'nan'} "
@@ -197,11 +200,15 @@ def train_step(run: Run, order: np.ndarray) -> int:
     return len(idx)
 
 
-def batch_loss(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The training loss of one batch: the forward pass under autocast, the criterion in fp32."""
-    with torch.autocast(run.dev.type, dtype=run.amp or torch.float32, enabled=run.amp is not None):
-        logits = run.net(x)
-    return run.criterion(logits, y)  # Criterion casts the logits to fp32
+def training_loss(run: Run, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The recipe's criterion on the hard labels, plus the distillation term when a teacher is set (fp32)."""
+    tr = run.data.tr
+    if tr.soft is None:
+        return run.criterion(logits, y)  # Criterion casts the logits
+    k, w = logits.shape[1], run.recipe.train.distill_weight
+    known = torch.from_numpy(tr.known).to(y.device)
+    soft = distillation_loss(logits, y[:, k:], known, multilabel=run.recipe.task == "labels")
+    return (1 - w) * run.criterion(logits, y[:, :k]) + w * soft
 
 
 def end_epoch(run: Run, on_epoch: Callable[[MetricsRow], None] | None) -> None:

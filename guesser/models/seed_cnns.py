@@ -51,18 +51,29 @@ class SeedCnn(nn.Module):
         return self.head(self.pool(self.features(x)).flatten(1))
 
 
-class Cnn4(SeedCnn):
-    """cnn4: 32-64-128-128 channels, head 2048→512→256→n, dropout 0.3/0.2 (1,472,776 params for 200)."""
+def widened(channels: list[int], width: int) -> list[int]:
+    """The channel counts ``width`` times wider: a bigger variant that spends the inference budget
+    (2x: ~4x the convolution FLOPs, the head's input 2x wider)."""
+    if not isinstance(width, int) or isinstance(width, bool) or not 1 <= width <= 4:
+        raise ValueError(f"width must be an integer from 1 to 4, got {width!r}")
+    return [c * width for c in channels]
 
-    def __init__(self, n_outputs: int = 200, dropout: float | tuple[float, float] = (0.3, 0.2)):
-        super().__init__([32, 64, 128, 128], [512, 256], dropout, n_outputs)
+
+class Cnn4(SeedCnn):
+    """cnn4: 32-64-128-128 channels, head 2048→512→256→n, dropout 0.3/0.2 (1,472,776 params for 200).
+
+    ``width=2`` is guesser's bigger variant (64-128-256-256, head 4096→512→256→n).
+    """
+
+    def __init__(self, n_outputs: int = 200, dropout: float | tuple[float, float] = (0.3, 0.2), width: int = 1):
+        super().__init__(widened([32, 64, 128, 128], width), [512, 256], dropout, n_outputs)
 
 
 class Cnn3(SeedCnn):
-    """cnn3: 32-64-128 channels, head 2048→576→n, dropout 0.3 (1,388,744 params for 200)."""
+    """cnn3: 32-64-128 channels, head 2048→576→n, dropout 0.3 (1,388,744 params for 200); ``width`` as cnn4's."""
 
-    def __init__(self, n_outputs: int = 200, dropout: float | tuple[float] = (0.3,)):
-        super().__init__([32, 64, 128], [576], dropout, n_outputs)
+    def __init__(self, n_outputs: int = 200, dropout: float | tuple[float] = (0.3,), width: int = 1):
+        super().__init__(widened([32, 64, 128], width), [576], dropout, n_outputs)
 
 
 class FamilyCnn(SeedCnn):
