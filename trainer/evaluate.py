@@ -153,8 +153,7 @@ def outside_package(path: Path, checkpoint: Path | None = None) -> Path:
 
 def open_cache(cache: Path, model: LoadedModel):
     from trainer.cache import find_cache
-    from trainer.multi import recorded_data_root
-    from trainer.preprocess import build_hint
+    from trainer.preprocess import build_hint, recorded_data_root
 
     try:
         return find_cache(cache, model.features)

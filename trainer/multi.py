@@ -7,7 +7,6 @@ trained set of models can be used with ``guesser classify --models runs``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +19,7 @@ from guesser.errors import GuesserError
 from guesser.features import FeatureConfig
 from trainer.cache import cache_dir, is_complete
 from trainer.cache_build import build_cache
+from trainer.preprocess import recorded_data_root
 from trainer.recipe import Recipe, shipped_recipes
 from trainer.records import RunSummary
 
@@ -29,22 +29,6 @@ console = Console(stderr=True)
 def is_main_rank() -> bool:
     """False on torchrun's ranks other than 0: they train but neither print nor write."""
     return int(os.environ.get("RANK", 0)) == 0
-
-
-def recorded_data_root(cache: Path) -> Path | None:
-    """The data set another finished cache under ``cache`` was built from, if it is still there.
-
-    Lets ``guesser train multi --cache c`` build a front-end that ``preprocess``
-    did not, without asking the user again where the data is.
-    """
-    for manifest in sorted(Path(cache).glob("*/manifest.json")):
-        try:
-            root = json.loads(manifest.read_text()).get("data_root")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(root, str) and (Path(root) / "FSD50K.ground_truth").is_dir():
-            return Path(root)
-    return None
 
 
 def ensure_cache(cache: Path, cfg: FeatureConfig, data: Path | None, progress: bool) -> None:
