@@ -24,12 +24,10 @@ from typing import TYPE_CHECKING, Iterable, Sequence, TextIO
 from guesser.errors import AudioError, GuesserError, OutputError
 from guesser.fileio import shown
 from guesser.labels import pretty
+from guesser.present import render_prediction
 
 if TYPE_CHECKING:  # pragma: no cover
     from guesser.ensemble import Ensemble, Prediction
-
-BAR_WIDTH = 20
-TIMELINE_TOP = 3
 
 # OpenMP threads that finish early sleep instead of spinning. On an idle machine this costs
 # a few microseconds per parallel region; on a busy one (a laptop compiling, a shared
@@ -104,83 +102,11 @@ def classify_path(ensemble: "Ensemble", path: Path, *, timeline: bool = False) -
 # ---------------------------------------------------------------- output
 
 
-def _bar(score: float, width: int = BAR_WIDTH) -> str:
-    """A score in [0, 1] as a bar of eighth blocks (a stable width, readable without colour)."""
-    eighths = int(round(max(0.0, min(1.0, score)) * width * 8))
-    full, rest = divmod(eighths, 8)
-    part = " ▏▎▍▌▋▊▉"[rest] if rest else ""
-    return ("█" * full + part).ljust(width)
-
-
 def prediction_json(path: Path | str, prediction: "Prediction", top_k: int, silent: bool = False) -> dict:
     """The JSON Lines object for one file: file, labels, families, models, agreement, duration, silent (+ timeline)."""
     obj = prediction.to_json(file=shown(path), top_k=top_k)
     obj["silent"] = bool(silent)
     return obj
-
-
-def render_prediction(prediction: "Prediction", *, title: str, top_k: int, timeline: bool = False):
-    """A rich renderable for one prediction: ranked labels with bars, families, agreement, each model's answer."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    from rich import box
-
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("#", justify="right", style="dim")
-    table.add_column("label")
-    table.add_column("score", justify="right")
-    table.add_column("", style="cyan", no_wrap=True)
-    for i, s in enumerate(prediction.top(top_k), start=1):
-        table.add_row(str(i), pretty(s.name), f"{s.score:.2f}", _bar(s.score))
-    parts: list = [Text(title, style="bold", overflow="ellipsis"), table]
-    if not prediction.confident:
-        parts.append(Text.assemble(("not sure ", "bold yellow"),
-                                   ("— maybe " + " or ".join(pretty(n) for n in prediction.maybe), "yellow")))
-
-    if prediction.personal:
-        parts.append(personal_line(prediction.personal))
-
-    fam = Text("families  ", style="bold")
-    for i, f in enumerate(prediction.families[:3]):
-        fam.append(("" if i == 0 else " · ") + f"{f.name} {f.score:.2f}", style="green" if i == 0 else "")
-    parts.append(fam)
-
-    top_family = prediction.families[0].name if prediction.families else "?"
-    n = len(prediction.models)
-    agree = round(prediction.agreement * n)
-    parts.append(Text.assemble(("agreement ", "bold"),
-                               (f"{agree}/{n} models put {top_family} first", "green" if agree == n else "yellow")))
-
-    said = Text("models    ", style="bold")
-    for i, m in enumerate(prediction.models):
-        top = m.ranking[0] if m.ranking else None
-        answer = f"{pretty(top.name)} {top.score:.2f}" if top else "—"
-        said.append(("" if i == 0 else " · ") + f"{m.member}: {answer}")
-    parts.append(said)
-
-    if timeline and prediction.windows:
-        tl = Table(title="timeline", title_justify="left", show_edge=False, pad_edge=False, box=None)
-        tl.add_column("window", justify="right", style="dim", no_wrap=True)
-        tl.add_column(f"top {TIMELINE_TOP} labels")
-        for w in prediction.windows:
-            tl.add_row(f"{w.start:6.1f}–{w.end:.1f} s",
-                       " · ".join(f"{pretty(s.name)} {s.score:.2f}" for s in w.labels[:TIMELINE_TOP]))
-        parts.append(tl)
-    return Group(*parts)
-
-
-def personal_line(personal) -> "Text":
-    """'yours     kettle 0.91 ✓ · doorbell 0.08': the user's own labels, heard ones (score ≥ 0.5) marked."""
-    from rich.text import Text
-
-    line = Text("yours     ", style="bold")
-    for i, s in enumerate(personal[:5]):
-        heard = s.score >= 0.5
-        line.append(("" if i == 0 else " · ") + f"{s.name} {s.score:.2f}" + (" ✓" if heard else ""),
-                    style="bold magenta" if heard else "dim")
-    return line
 
 
 def _title(path: Path, prediction: "Prediction", silent: bool = False) -> str:

@@ -379,14 +379,17 @@ def listen(
     once: bool = typer.Option(False, "--once", help="Record one window, print, exit."),
     json_out: bool = typer.Option(False, "--json", help="JSON Lines output."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Input device (index or name)."),
-    seconds: float = typer.Option(6.0, "--seconds", "-s"),
+    seconds: float = typer.Option(6.0, "--seconds", "-s", help="How much of the newest audio each answer looks at."),
+    hop: Optional[float] = typer.Option(None, "--hop", help="Seconds between answers [default: 0.125]; a late one "
+                                        "is skipped, never queued."),
     top_k: int = typer.Option(5, "--top-k", "-k"),
     models: Optional[List[Path]] = typer.Option(None, "--models", "-m", readable=False),
 ) -> None:
     """Headless microphone guesser (shares the app's recorder): classify what the microphone hears."""
     from guesser.listen import run_listen
 
-    raise typer.Exit(run_listen(once=once, json_out=json_out, device=device, seconds=seconds, top_k=top_k, models=models))
+    raise typer.Exit(run_listen(once=once, json_out=json_out, device=device, seconds=seconds, hop=hop, top_k=top_k,
+                                models=models))
 
 
 @app.command()

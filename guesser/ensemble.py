@@ -38,6 +38,7 @@ from guesser.features import FeatureConfig, log_mel, resample, to_mono
 from guesser.confidence import ConfidenceRule, distinct_guesses, rule_of
 from guesser.labels import FAMILIES_6, default_label_space
 from guesser.models import TASK_FAMILIES, TASK_LABELS, build_model
+from guesser.present import is_heard
 from guesser.ranking import specific_first
 from guesser.scoring import Windows, WindowProbs, batches, family_source, fuse, model_probs, weighted_mean, windows
 
@@ -92,8 +93,8 @@ class Prediction:
 
     @property
     def heard_personal(self) -> list[Scored]:
-        """Personal labels at or above their operating point (score 0.5): "this is your sound"."""
-        return [s for s in self.personal if s.score >= 0.5]
+        """Personal labels at or above their operating point (:data:`guesser.present.HEARD`): "this is your sound"."""
+        return [s for s in self.personal if is_heard(s.score)]
 
     def top(self, k: int) -> list[Scored]:
         return self.labels if k <= 0 else self.labels[:k]
@@ -258,8 +259,19 @@ class Ensemble:
         t0 = time.perf_counter()
         with torch.inference_mode():
             wav = to_mono(waveform)
-            duration = wav.shape[-1] / sample_rate
             logmels = self._log_mels(wav, sample_rate)
+        return self.predict_log_mels(logmels, wav.shape[-1] / sample_rate, timeline=timeline,
+                                     embeddings=embeddings, t0=t0)
+
+    def predict_log_mels(self, logmels: dict[str, torch.Tensor], duration: float, *, timeline: bool = False,
+                         embeddings: bool = False, t0: float | None = None) -> Prediction:
+        """One log-mel per front-end (``FeatureConfig.key``) -> :class:`Prediction`: what :meth:`predict` scores.
+
+        :class:`guesser.live.LiveScorer` calls it with rolling log-mels, so the
+        microphone's newest window is windowed, scored and fused exactly as a file is.
+        """
+        t0 = time.perf_counter() if t0 is None else t0
+        with torch.inference_mode():
             embeddings = embeddings or bool(self.personal)
             scored = []
             for m in self.models:
@@ -289,7 +301,7 @@ class Ensemble:
         """
         t0 = time.perf_counter() if t0 is None else t0
         label_probs: list[torch.Tensor] = []
-        label_windows: list[tuple] = []  # (windows, per-window probabilities) of each label model
+        label_windows: list[tuple] = []  # (windows, per-window probabilities, weight) of each label model
         family_sources: list[torch.Tensor] = []
         outputs: list[ModelOutput] = []
         embedded: dict[str, torch.Tensor] = {}
@@ -302,7 +314,7 @@ class Ensemble:
             family_sources.append(family_source(p, m.task, m.classes))
             if m.task == TASK_LABELS:
                 label_probs.append(p)
-                label_windows.append((wins, out.probs))
+                label_windows.append((wins, out.probs, m.family_weight))
             outputs.append(ModelOutput(m.name, m.member, m.task, _rank(m.classes, p)))
             if out.embeddings is not None:
                 embedded[m.name] = out.clip_embeddings(1)[0]
@@ -338,11 +350,16 @@ class Ensemble:
         return out
 
     def _timeline(self, label_windows: list[tuple], duration: float) -> list[Window]:
-        """Top labels of each window of the first label model (averaged with the label models cut alike)."""
+        """Top labels of each window of the first label model (fused with the label models cut alike).
+
+        Weighted as :func:`guesser.scoring.fuse` weighs the whole clip, so a
+        one-window file's timeline says what its answer says.
+        """
         if not label_windows:
             return []
         wins = label_windows[0][0]
-        per_window = torch.stack([p for _, p in label_windows if p.shape[0] == len(wins)]).mean(dim=0)
+        alike = [(p, w) for _, p, w in label_windows if p.shape[0] == len(wins)]
+        per_window = weighted_mean([p for p, _ in alike], [w for _, w in alike])
         return [Window(a, b, _rank(self.label_names, pw)[:5]) for (a, b), pw in zip(wins.spans(duration), per_window)]
 
 

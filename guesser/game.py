@@ -38,6 +38,7 @@ from typing import Iterable, Protocol, Sequence
 
 from guesser.errors import GuesserError
 from guesser.labels import HUMAN, MUSIC, THINGS, pretty
+from guesser.present import HEARD
 
 ROUNDS = 5
 MAX_ENTRIES = 10
@@ -63,8 +64,6 @@ DESK_FAMILIES: tuple[str, ...] = (HUMAN, THINGS, MUSIC)
 
 LABEL, FAMILY, PERSONAL = "label", "family", "personal"
 
-HEARD = 0.5
-"""A personal label's score at its operating point (guesser.personal.probe): at or above it, the sound is heard."""
 
 
 class _Named(Protocol):

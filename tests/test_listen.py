@@ -40,7 +40,8 @@ def test_once_table_for_people():
                out=out, err=io.StringIO())
     text = out.getvalue()
     assert "Clapping" in text and "Speech" in text and "Knock" not in text
-    assert "families: Human sounds" in text and "cnn4_fake → Clapping" in text
+    # the same table as guesser classify's (guesser.present.render_prediction)
+    assert "families  Human sounds" in text and "cnn4: Clapping" in text and "agreement" in text
 
 
 def test_once_on_silence_is_an_error_with_its_own_exit_code():

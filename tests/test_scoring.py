@@ -142,3 +142,17 @@ def test_an_ensemble_and_a_split_share_the_window_arithmetic(light_ensemble):
 def test_a_module_without_a_head_cannot_give_embeddings():
     with pytest.raises(ValueError, match="no head"):
         head_of(torch.nn.Linear(2, 2))
+
+
+def test_a_timeline_window_is_fused_with_the_clips_weights(make_model_checkpoint):
+    """A one-window clip's timeline says what its answer says, with label models of unequal weight."""
+    from guesser.ensemble import Ensemble, load_model
+
+    a, b = (load_model(make_model_checkpoint(name=n, seed=s)) for n, s in (("a", 1), ("b", 2)))
+    a.family_weight, b.family_weight = 3.0, 1.0
+    x = np.random.default_rng(0).standard_normal(3 * 22050).astype(np.float32) * 0.1
+    pred = Ensemble([a, b]).predict(x, 22050, timeline=True)
+    assert len(pred.windows) == 1
+    whole = {s.name: s.score for s in pred.labels}
+    for s in pred.windows[0].labels:
+        assert s.score == pytest.approx(whole[s.name], abs=1e-5)

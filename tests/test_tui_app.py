@@ -316,6 +316,27 @@ async def test_listen_mode_classifies_live(tmp_path):
 
 
 @pilot_test
+async def test_listen_mode_logs_what_it_heard_and_when(tmp_path):
+    import re
+
+    from textual.widgets import RichLog
+
+    clip = np.concatenate([chirp_clip(1.0), np.zeros(2 * SR, np.float32)])  # a 1 s sound every 3 s
+    app, _ = make_app(tmp_path, backend=ArrayBackend(clip, SR, speed=4, loop=True))
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("l")
+        log = app.screen.query_one("#listen-log", RichLog)
+        await until(pilot, lambda: len(log.lines) >= 2, timeout=20, what="two sounds in the log")
+        lines = [strip.text for strip in log.lines]
+        assert log.display
+        # the most specific sound of each event, when it began and how long it lasted; Speech is not what
+        # Clapping implies, so it is its own line
+        assert re.fullmatch(r"\d\d:\d\d:\d\d Clapping \d+\.\d s \(Human sounds\)", lines[0].rstrip()), lines
+        assert {line.split()[1] for line in lines} <= {"Clapping", "Speech"}
+
+
+@pilot_test
 async def test_file_mode_runs_the_whole_file(tmp_path):
     clip = chirp_clip(2.5)
     path = tmp_path / "clip.wav"

@@ -26,12 +26,14 @@ from guesser.recorder.errors import (NO_INPUT_HINT, DeviceLostError, NoInputDevi
                                      lost_message, map_portaudio_error)
 from guesser.recorder.level import DB_FLOOR, SILENCE_DBFS, Level, SilentInputError, check_not_silent, dbfs
 from guesser.recorder.playback import NullPlayer, Player, SoundDevicePlayer, default_player
-from guesser.recorder.recorder import BLOCK_SECONDS, BUFFER_SECONDS, STALL_SECONDS, Heard, Recorder
+from guesser.recorder.recorder import (BLOCK_SECONDS, BUFFER_SECONDS, LIVE_HOP_SECONDS, LIVE_WINDOW_SECONDS,
+                                       STALL_SECONDS, Heard, Recorder)
 from guesser.recorder.ring import RingBuffer
 
 __all__ = [
     "ArrayBackend", "AudioBackend", "BLOCK_SECONDS", "BUFFER_SECONDS", "BlockCallback", "DB_FLOOR", "DeviceError",
-    "DeviceInfo", "DeviceLostError", "Heard", "InputStream", "Level", "LostCallback", "NO_INPUT_HINT",
+    "DeviceInfo", "DeviceLostError", "Heard", "InputStream", "LIVE_HOP_SECONDS", "LIVE_WINDOW_SECONDS", "Level",
+    "LostCallback", "NO_INPUT_HINT",
     "NoInputDeviceError", "NullPlayer", "PermissionDeniedError", "Player", "Recorder", "RingBuffer",
     "SILENCE_DBFS", "STALL_SECONDS", "SilentInputError", "SoundDeviceBackend", "SoundDevicePlayer",
     "check_not_silent", "dbfs", "default_player", "lost_message", "map_portaudio_error", "resolve_device",

@@ -18,6 +18,10 @@ from guesser.recorder.ring import RingBuffer
 
 BUFFER_SECONDS = 60.0
 BLOCK_SECONDS = 0.02
+LIVE_HOP_SECONDS = 0.125
+"""How often listening scores the newest window (``guesser listen --hop``, the app's listen mode: guesser.live)."""
+LIVE_WINDOW_SECONDS = 6.0
+"""How much of the newest audio one live answer looks at (``guesser listen --seconds``)."""
 STALL_SECONDS = 2.5
 """No samples for this long while recording = the device is gone (unplugged, suspended, taken away)."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from textual.message import Message
@@ -23,6 +23,7 @@ from guesser.tui.session import Take
 
 if TYPE_CHECKING:
     from guesser.ensemble import Ensemble, Prediction
+    from guesser.events import Event
     from guesser.personal.matcher import PersonalSet
     from guesser.personal.store import PersonalLabel
 
@@ -87,11 +88,17 @@ class RecordFailed(Failed):
 
 @dataclass
 class ListenUpdate(Message):
-    """One sliding window in listen mode; ``prediction`` is None for silence."""
+    """One sliding window in listen mode; ``prediction`` is None for silence.
+
+    ``events``: the sound events that ended by this window, times in seconds of
+    ``end``'s clock; ``clock``: the wall clock (``time.time()``) at ``end``.
+    """
 
     prediction: Prediction | None
     level: Level
     end: float
+    events: Sequence[Event] = ()
+    clock: float = 0.0
 
 
 @dataclass

@@ -95,18 +95,22 @@ def record(target: MessagePump, recorder: Recorder, ensemble: Any, seconds: floa
 
 
 def listen(target: MessagePump, recorder: Recorder, ensemble: Any, seconds: float, hop: float) -> None:
-    """Classify the newest ``seconds`` every ``hop`` seconds until cancelled (the app's listen mode).
+    """Score the newest ``seconds`` every ``hop`` seconds until cancelled (the app's listen mode, :mod:`guesser.live`).
 
-    The first answer comes after one hop, on what has been heard so far.
+    The first answer comes after one hop, on what has been heard so far. Each
+    update carries the sound events that ended by then, and the wall clock of
+    its window's end, so the screen can say when a sound was heard.
     """
+    from guesser.live import LiveEvents, listen as live
+
     cancelled = _cancelled()
+    events = LiveEvents()
     try:
-        for heard in recorder.windows(seconds, hop, cancelled, early=True):
-            level = Level.of(heard.samples)
-            prediction = None if level.silent else ensemble.predict(heard.samples, recorder.samplerate)
+        for w in live(recorder, ensemble, seconds, hop, cancelled):
+            ended = events.specific(events.push(w))
             if cancelled():
                 return
-            target.post_message(m.ListenUpdate(prediction, level, heard.end))
+            target.post_message(m.ListenUpdate(w.prediction, w.level, w.end, ended, time.time()))
     except GuesserError as e:
         target.post_message(m.RecordFailed(e))
 

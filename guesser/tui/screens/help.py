@@ -20,7 +20,7 @@ HELP = f"""\
 | key | main screen |
 |---|---|
 | **space** / **enter** | record (a short countdown first), then see the guesses |
-| **l** | listen: classify what the microphone hears, live, every second |
+| **l** | listen: classify what the microphone hears, live, 8 times a second, with a log of the sounds heard |
 | **g** | play *guess a noise* |
 | **t** | teach it your own sound (below) |
 | **p** | your sounds: the personal labels you taught (forget **f**, re-embed **e**) |

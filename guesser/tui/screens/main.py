@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import partial
 
 from textual.app import ComposeResult
@@ -9,15 +10,24 @@ from textual.binding import Binding
 from textual.markup import escape
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Label, LoadingIndicator, Static
+from textual.widgets import Footer, Label, LoadingIndicator, RichLog, Static
 
 from guesser.confidence import headline as say
+from guesser.labels import pretty
+from guesser.recorder import LIVE_HOP_SECONDS, LIVE_WINDOW_SECONDS
 from guesser.tui import messages as m
 from guesser.tui import workers
 from guesser.tui.widgets import HistoryList, PersonalScores, Ranking, TitleBar
 from guesser.tui.widgets.record_panel import RecordPanel
 
-LISTEN_HOP_SECONDS = 1.0
+LOG_LINES = 200
+"""Sounds the listen log keeps (it scrolls; older lines drop off the top)."""
+
+
+def log_line(event, clock: float, end: float) -> str:
+    """'12:03:04 Bark 1.2 s': when a sound event began (wall clock), what it was and how long it lasted."""
+    began = datetime.fromtimestamp(clock - (end - event.start)).strftime("%H:%M:%S")
+    return f"[dim]{began}[/dim] [b]{escape(pretty(event.label))}[/b] {event.end - event.start:.1f} s [dim]({event.family})[/dim]"
 
 
 class MainScreen(Screen):
@@ -51,6 +61,7 @@ class MainScreen(Screen):
                 yield Static("", id="listen-title")
                 yield PersonalScores("", top_k=3, id="listen-personal")
                 yield Ranking(top_k=5, bar_width=30, id="listen-ranking")
+                yield RichLog(max_lines=LOG_LINES, markup=True, wrap=False, auto_scroll=True, id="listen-log")
             with Vertical(id="side"):
                 yield Label("History", classes="side-title")
                 yield HistoryList(id="history")
@@ -122,7 +133,7 @@ class MainScreen(Screen):
         self.query_one("#listen-ranking", Ranking).show([])
         s = self.app.settings
         self.run_worker(partial(workers.listen, self, self.app.recorder, self.app.ensemble,
-                                min(s.seconds, 6.0), LISTEN_HOP_SECONDS),
+                                min(s.seconds, LIVE_WINDOW_SECONDS), LIVE_HOP_SECONDS),
                         thread=True, group="listen", exclusive=True, name="listen")
 
     def stop_listening(self) -> None:
@@ -135,6 +146,9 @@ class MainScreen(Screen):
     def on_listen_update(self, message: m.ListenUpdate) -> None:
         if not self.listening:
             return
+        log = self.query_one("#listen-log", RichLog)
+        for event in message.events:
+            log.write(log_line(event, message.clock, message.end))
         title = self.query_one("#listen-title", Static)
         ranking = self.query_one("#listen-ranking", Ranking)
         if message.prediction is None:

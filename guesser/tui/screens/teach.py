@@ -37,7 +37,7 @@ from guesser.tui.personal import teach_label
 from guesser.tui.problems import LOST, NO_DEVICE, PERMISSION, problem_for
 from guesser.tui.session import Take
 from guesser.tui.widgets import PersonalScores, TitleBar
-from guesser.tui.widgets.personal import is_heard
+from guesser.present import HEARD, is_heard
 from guesser.tui.widgets.record_panel import RecordPanel
 
 NAMING, RECORDING, LEARNING, TRYING = "naming", "recording", "learning", "trying"
@@ -300,7 +300,7 @@ class TeachScreen(Screen):
             self.say(f"[b magenta]✓ Heard: {name}[/] ({score:.2f})  ·  [b]space[/b] tries again, "
                      "[b]escape[/b] when done")
         else:
-            self.say(f"Not heard: {name} scored {score:.2f} (0.50 is heard). Make it as in the takes, or teach it "
+            self.say(f"Not heard: {name} scored {score:.2f} ({HEARD:.2f} is heard). Make it as in the takes, or teach it "
                      "again with more takes  ·  [b]space[/b] tries again")
 
     # -- leaving

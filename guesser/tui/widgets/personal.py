@@ -14,12 +14,7 @@ from typing import Sequence
 from rich.text import Text
 from textual.widget import Widget
 
-from guesser.game import HEARD
-from guesser.tui.widgets.ranking import score_bar
-
-
-def is_heard(score: float) -> bool:
-    return score >= HEARD
+from guesser.present import is_heard, score_bar
 
 
 class PersonalScores(Widget):

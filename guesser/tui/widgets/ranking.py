@@ -13,15 +13,9 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from guesser.labels import pretty
+from guesser.present import score_bar
 
-_EIGHTHS = " ▏▎▍▌▋▊▉"
-
-
-def score_bar(score: float, width: int) -> str:
-    """``score`` in [0, 1] as a bar of ``width`` cells with 1/8-cell resolution."""
-    eighths = int(round(max(0.0, min(1.0, score)) * width * 8))
-    bar = "█" * (eighths // 8) + (_EIGHTHS[eighths % 8] if eighths % 8 else "")
-    return bar.ljust(width)
+__all__ = ["ModelBreakdown", "Ranking", "score_bar"]
 
 
 class Ranking(Widget):
