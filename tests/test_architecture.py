@@ -89,12 +89,25 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def type_checking_only(path: Path) -> set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:`` (names for the type checker, never imported)."""
+    out = set()
+    for node in ast.walk(parse(path)):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return out
+
+
 def import_graph(root: str) -> dict[str, set[str]]:
-    """Which of ``root``'s modules each of its modules imports (at the top or inside a function alike)."""
+    """Which of ``root``'s modules each of its modules imports (at the top or inside a function alike;
+    not what only the type checker reads)."""
     modules = {module_name(p): p for p in python_files(root)}
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():
+        typing_only = type_checking_only(path)
         for module, node, _ in imports(path):
+            if id(node) in typing_only:
+                continue
             targets = [module]
             if isinstance(node, ast.ImportFrom):  # from guesser.personal import store: the module store
                 targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module for a in node.names]
