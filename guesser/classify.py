@@ -28,6 +28,7 @@ from guesser.present import render_prediction
 
 if TYPE_CHECKING:  # pragma: no cover
     from guesser.ensemble import Ensemble, Prediction
+    from guesser.sed import EventSettings
 
 # OpenMP threads that finish early sleep instead of spinning. On an idle machine this costs
 # a few microseconds per parallel region; on a busy one (a laptop compiling, a shared
@@ -89,13 +90,14 @@ def classify_file(ensemble: "Ensemble", path: Path, *, timeline: bool = False) -
     return prediction
 
 
-def classify_path(ensemble: "Ensemble", path: Path, *, timeline: bool = False) -> tuple["Prediction", bool]:
-    """(prediction, silent) for one file of any length, decoded and scored block by block."""
+def classify_path(ensemble: "Ensemble", path: Path, *, timeline: bool = False,
+                  events: "EventSettings | None" = None) -> tuple["Prediction", bool]:
+    """(prediction, silent) for one file of any length, decoded and scored block by block (+ its sound events)."""
     from guesser.audio import open_audio
     from guesser.stream import is_silent, predict_source
 
     with open_audio(path) as source:
-        prediction = predict_source(ensemble, source, timeline=timeline)
+        prediction = predict_source(ensemble, source, timeline=timeline, events=events)
         return prediction, is_silent(source)
 
 
@@ -120,12 +122,14 @@ def _title(path: Path, prediction: "Prediction", silent: bool = False) -> str:
 
 
 def run_classify(paths: Iterable[Path], json_out: bool = False, top_k: int = 5,
-                 models: Sequence[Path] | None = None, timeline: bool = False, *,
+                 models: Sequence[Path] | None = None, timeline: bool = False,
+                 events: "bool | EventSettings" = False, *,
                  ensemble: "Ensemble | None" = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Classify every file (folders recursively); return the exit code (0, or 1 if any file failed).
 
     ``ensemble``/``out``/``err`` let callers and tests reuse a loaded ensemble
-    and capture the streams; the CLI passes none of them.
+    and capture the streams; the CLI passes none of them. ``events`` adds the
+    sounds heard with their start and end (:mod:`guesser.sed`) to each file.
     """
     out = out or sys.stdout
     err = err or sys.stderr
@@ -148,11 +152,16 @@ def run_classify(paths: Iterable[Path], json_out: bool = False, top_k: int = 5,
 
         for line in attach(ensemble).notices():  # the user's own labels, scored next to AudioSet's
             err.write(f"note: {line}\n")
+    settings = None  # --events: the default settings; callers and tests may pass their own
+    if events:
+        from guesser.sed import EventSettings
+
+        settings = events if isinstance(events, EventSettings) else EventSettings()
     failed = 0
     for path, problem in items:
         if problem is None:
             try:
-                pred, silent = classify_path(ensemble, path, timeline=timeline)
+                pred, silent = classify_path(ensemble, path, timeline=timeline, events=settings)
             except AudioError as e:
                 problem = str(e)
         if problem is not None:

@@ -341,11 +341,13 @@ def classify(
     top_k: int = typer.Option(5, "--top-k", "-k", help="Labels to show (0 = all 200)."),
     models: Optional[List[Path]] = typer.Option(None, "--models", "-m", readable=False, help="Models index or checkpoint(s); repeatable."),
     timeline: bool = typer.Option(False, "--timeline", help="Per-window top labels for long files."),
+    events: bool = typer.Option(False, "--events", help="The sounds heard, with start and end (label, family, start s, end s, peak score)."),
 ) -> None:
     """Rank labels and families for each file with the ensemble."""
     from guesser.classify import run_classify
 
-    raise typer.Exit(run_classify(paths, json_out=json_out, top_k=top_k, models=models, timeline=timeline))
+    raise typer.Exit(run_classify(paths, json_out=json_out, top_k=top_k, models=models, timeline=timeline,
+                                  events=events))
 
 
 @app.command()

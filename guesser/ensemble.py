@@ -34,13 +34,15 @@ import torch
 from guesser.checkpoint import (INDEX_NAME, ModelMeta, ModelSource, default_models_index,  # noqa: F401
                                 load_model_checkpoint)
 from guesser.errors import CheckpointError
+from guesser.events import Event
 from guesser.features import FeatureConfig, log_mel, resample, to_mono
 from guesser.confidence import ConfidenceRule, distinct_guesses, rule_of
 from guesser.labels import FAMILIES_6, default_label_space
 from guesser.models import TASK_FAMILIES, TASK_LABELS, build_model
 from guesser.present import is_heard
 from guesser.ranking import specific_first
-from guesser.scoring import Windows, WindowProbs, batches, family_source, fuse, model_probs, weighted_mean, windows
+from guesser.sed import EventFeed, EventSettings
+from guesser.scoring import Fused, Windows, WindowProbs, batches, family_source, fuse, model_probs, weighted_mean, windows
 
 __all__ = ["INDEX_NAME", "BATCH_WINDOWS", "Ensemble", "LoadedModel", "ModelOutput", "Prediction", "Scored", "Window",
            "default_models_index", "load_model", "resolve_model_paths", "resolve_models", "weighted_mean"]
@@ -90,6 +92,7 @@ class Prediction:
     maybe: list[str] = field(default_factory=list)  # when not confident: two distinct guesses, best first
     personal: list[Scored] = field(default_factory=list)  # the user's own labels (guesser.personal), best first
     clip_probs: dict[str, torch.Tensor] = field(default_factory=dict)  # model name -> [K], with the embeddings
+    events: list[Event] | None = None  # the sounds heard with start and end, when asked for (guesser.sed)
 
     @property
     def heard_personal(self) -> list[Scored]:
@@ -112,6 +115,8 @@ class Prediction:
             out["maybe"] = list(self.maybe)
         out["agreement"] = round(self.agreement, 4)
         out["duration"] = round(self.duration, 3)
+        if self.events is not None:
+            out["events"] = [e.to_json() for e in self.events]
         if self.windows:
             out["timeline"] = [{"start": round(w.start, 3), "end": round(w.end, 3),
                                 "labels": [{"label": s.name, "score": round(s.score, 6)} for s in w.labels]}
@@ -246,11 +251,13 @@ class Ensemble:
         return [n for n in self.label_names if n in seen] if seen else list(self.label_names)
 
     def predict(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, *, timeline: bool = False,
-                embeddings: bool = False) -> Prediction:
+                embeddings: bool = False, events: EventSettings | None = None) -> Prediction:
         """[samples] or [channels, samples] at any rate -> :class:`Prediction`.
 
         ``embeddings`` adds each model's embedding of the clip (the mean over its
         windows of what its head reads), taken in passing: no extra inference.
+        ``events`` also scores sub-windows and lists the sounds heard with their
+        start and end (:mod:`guesser.sed`; costs one more pass per sub-window).
         They are always taken when personal labels are attached (they are scored from them).
         The whole waveform is in memory here; :func:`guesser.stream.predict_source`
         scores a file of any length in bounded memory, block by block, and ends in
@@ -261,10 +268,11 @@ class Ensemble:
             wav = to_mono(waveform)
             logmels = self._log_mels(wav, sample_rate)
         return self.predict_log_mels(logmels, wav.shape[-1] / sample_rate, timeline=timeline,
-                                     embeddings=embeddings, t0=t0)
+                                     embeddings=embeddings, t0=t0, events=events)
 
     def predict_log_mels(self, logmels: dict[str, torch.Tensor], duration: float, *, timeline: bool = False,
-                         embeddings: bool = False, t0: float | None = None) -> Prediction:
+                         embeddings: bool = False, t0: float | None = None,
+                         events: EventSettings | None = None) -> Prediction:
         """One log-mel per front-end (``FeatureConfig.key``) -> :class:`Prediction`: what :meth:`predict` scores.
 
         :class:`guesser.live.LiveScorer` calls it with rolling log-mels, so the
@@ -278,29 +286,39 @@ class Ensemble:
                 wins = windows(logmels[m.features.key], m.features, self.window_hop_seconds)
                 scored.append((m, model_probs(m.module, batches([wins], self.batch_windows), m.task,
                                               embeddings=embeddings), wins))
-        return self.combine(scored, duration, timeline=timeline, t0=t0)
+            heard = None
+            if events is not None:
+                feed = EventFeed(self, events)
+                for i, m in enumerate(self.models):
+                    sub = windows(logmels[m.features.key], m.features, events.hop, events.window)
+                    feed.add(i, list(sub.starts), model_probs(m.module, batches([sub], self.batch_windows), m.task).probs)
+                heard = feed.finish(duration)
+        return self.combine(scored, duration, timeline=timeline, t0=t0, events=heard)
 
     def window_hop_frames(self, cfg: FeatureConfig) -> int | None:
         """The sliding windows' hop in frames (None: half a window, :func:`guesser.features.window_starts`' default)."""
         return int(round(self.window_hop_seconds * cfg.frames_per_second)) if self.window_hop_seconds else None
 
-    def window_probs(self, m: LoadedModel, logmel: torch.Tensor, starts: Sequence[int]) -> WindowProbs:
+    def window_probs(self, m: LoadedModel, logmel: torch.Tensor, starts: Sequence[int],
+                     length: int | None = None) -> WindowProbs:
         """Model ``m``'s answer for the windows of ``logmel`` at ``starts`` (the streaming path's step).
 
-        With personal labels attached, each window's embedding comes too.
+        ``length`` cuts sub-windows of that many frames (sound events). With
+        personal labels attached, each model window's embedding comes too.
         """
-        wins = Windows(logmel, m.features, tuple(starts))
-        return model_probs(m.module, batches([wins], self.batch_windows), m.task, embeddings=bool(self.personal))
+        wins = Windows(logmel, m.features, tuple(starts), length)
+        return model_probs(m.module, batches([wins], self.batch_windows), m.task,
+                           embeddings=bool(self.personal) and length is None)
 
     def combine(self, scored: list[tuple[LoadedModel, WindowProbs, Windows]], duration: float, *,
-                timeline: bool = False, t0: float | None = None) -> Prediction:
+                timeline: bool = False, t0: float | None = None, events: list[Event] | None = None) -> Prediction:
         """Every model's per-window probabilities (with its windows) -> one :class:`Prediction`.
 
         Scores that are not finite (a checkpoint with damaged weights) are one
         :class:`CheckpointError` naming the model, never a NaN in the output.
         """
         t0 = time.perf_counter() if t0 is None else t0
-        label_probs: list[torch.Tensor] = []
+        clip_probs: list[torch.Tensor] = []
         label_windows: list[tuple] = []  # (windows, per-window probabilities, weight) of each label model
         family_sources: list[torch.Tensor] = []
         outputs: list[ModelOutput] = []
@@ -311,17 +329,15 @@ class Ensemble:
                 raise CheckpointError(f"{m.path}: model {m.name} gives NaN or infinite scores "
                                       "(its weights are damaged); remove it from --models or retrain it")
             p = out.clip_probs(1)[0]
+            clip_probs.append(p)
             family_sources.append(family_source(p, m.task, m.classes))
             if m.task == TASK_LABELS:
-                label_probs.append(p)
                 label_windows.append((wins, out.probs, m.family_weight))
             outputs.append(ModelOutput(m.name, m.member, m.task, _rank(m.classes, p)))
             if out.embeddings is not None:
                 embedded[m.name] = out.clip_embeddings(1)[0]
                 model_clip_probs[m.name] = p
-        weights = [m.family_weight for m, _, _ in scored]
-        fused = fuse(label_probs, family_sources, weights,
-                     [m.family_weight for m, _, _ in scored if m.task == TASK_LABELS])
+        fused = self.fuse_models([m for m, _, _ in scored], clip_probs)
         if not bool(torch.isfinite(fused.families).all()):
             raise CheckpointError("the ensemble's weights give no finite family scores; check the models index")
         labels = fused.labels if fused.labels is not None else torch.zeros(len(self.label_names))
@@ -335,7 +351,17 @@ class Ensemble:
                     if self.personal and embedded else [])
         return Prediction(ranked, _rank(self.family_names, fused.families), outputs, agreement, duration,
                           timeline_windows, time.perf_counter() - t0, embedded, confident, maybe, personal,
-                          model_clip_probs)
+                          model_clip_probs, events)
+
+    def fuse_models(self, models: Sequence[LoadedModel], probs: Sequence[torch.Tensor]) -> Fused:
+        """Each model's [..., K] probabilities -> the ensemble's labels and families (:func:`guesser.scoring.fuse`).
+
+        Clip scores and per-hop scores (sound events, :mod:`guesser.sed`) are fused alike.
+        """
+        return fuse([p for m, p in zip(models, probs) if m.task == TASK_LABELS],
+                    [family_source(p, m.task, m.classes) for m, p in zip(models, probs)],
+                    [m.family_weight for m in models],
+                    [m.family_weight for m in models if m.task == TASK_LABELS])
 
     def _log_mels(self, wav: torch.Tensor, sample_rate: int) -> dict[str, torch.Tensor]:
         """One log-mel per distinct front-end among the models (one resampling per distinct rate)."""

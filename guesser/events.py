@@ -54,9 +54,10 @@ class EventRules:
     """When scores make an event: it starts above ``on``, ends below ``off`` (< ``on``).
 
     It must last ``min_duration`` seconds, and gaps shorter than ``min_gap``
-    seconds between two events of one class are bridged. The defaults were
-    chosen on scenes built from the validation split
-    (``benchmarks/scenes.py``, docs/benchmarks.md#sound-events).
+    seconds between two events of one class are bridged. ``off``,
+    ``min_duration`` and ``min_gap`` are the best on scenes built from the
+    validation split (``benchmarks/scenes.py``, docs/benchmarks.md#sound-events-in-scenes);
+    there ``on`` = 0.7 was best for files' sub-window scores (:class:`guesser.sed.EventSettings`).
     """
 
     on: float = 0.5

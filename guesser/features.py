@@ -300,7 +300,7 @@ def fit_frames(
     if t == n_frames:
         return logmel
     if t > n_frames:
-        s = (t - n_frames) // 2 if start is None else max(0, min(int(start), t - n_frames))
+        s = centre_start(t, n_frames) if start is None else max(0, min(int(start), t - n_frames))
         return logmel[..., s : s + n_frames]
     if policy == "tile":
         reps = -(-n_frames // t)
@@ -336,21 +336,38 @@ def noise_fill(logmel: torch.Tensor, n_frames: int) -> torch.Tensor:
     return fill.clamp(min=PAD_DB).half().to(logmel.dtype)
 
 
-def window_starts(n_total: int, n_frames: int, hop_frames: int | None = None) -> list[int]:
+def centre_start(n_total, n_frames):
+    """Where a window of ``n_frames`` sits centred in ``n_total`` frames (0 when it does not fit).
+
+    Works on ints and on numpy arrays (the cache's batched crops).
+    """
+    return np.maximum(np.asarray(n_total) - n_frames, 0) // 2 if isinstance(n_total, np.ndarray) \
+        else max(0, (int(n_total) - n_frames) // 2)
+
+
+def window_starts(n_total: int, n_frames: int, hop_frames: int | None = None, *, after: int | None = None,
+                  final: bool = True) -> list[int]:
     """Starts of sliding windows covering a clip of ``n_total`` frames (the last one flush with the end).
 
     A clip at most 10 % longer than the window gets one centred window (a 6 s
     clip has 517 centred frames for a 516-frame window: one window, not two).
+    A stream (:class:`guesser.stream.WindowScorer`) asks as frames arrive with
+    ``final=False`` for the next starts on the hop grid ``after`` the last one it
+    has that fit in the ``n_total`` frames so far, and at its end
+    (``final=True``) for the rest: the flush last window.
     """
-    if n_total <= n_frames:
-        return [0]
-    if n_total <= n_frames * 1.1:
-        return [(n_total - n_frames) // 2]
     hop = hop_frames or n_frames // 2
-    starts = list(range(0, n_total - n_frames + 1, hop))
-    if starts[-1] != n_total - n_frames:
-        starts.append(n_total - n_frames)
-    return starts
+    if not final:
+        return list(range(0 if after is None else after + hop, n_total - n_frames + 1, hop))
+    if n_total <= n_frames:
+        starts = [0]
+    elif n_total <= n_frames * 1.1:
+        starts = [centre_start(n_total, n_frames)]
+    else:
+        starts = list(range(0, n_total - n_frames + 1, hop))
+        if starts[-1] != n_total - n_frames:
+            starts.append(n_total - n_frames)
+    return starts if after is None else [s for s in starts if s > after]
 
 
 def normalize(x: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:

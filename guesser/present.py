@@ -86,7 +86,26 @@ def render_prediction(prediction: "Prediction", *, title: str, top_k: int, timel
             tl.add_row(f"{w.start:6.1f}–{w.end:.1f} s",
                        " · ".join(f"{pretty(s.name)} {s.score:.2f}" for s in w.labels[:TIMELINE_TOP]))
         parts.append(tl)
+    if prediction.events is not None:
+        parts.append(render_events(prediction.events))
     return Group(*parts)
+
+
+def render_events(events) -> "Table | Text":
+    """The sounds heard, in order: start–end, label, family, peak score (or one line saying none)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    if not events:
+        return Text("events    nothing heard above the event threshold", style="dim")
+    table = Table(title="events", title_justify="left", show_edge=False, pad_edge=False, box=None)
+    table.add_column("start–end", justify="right", style="dim", no_wrap=True)
+    table.add_column("label")
+    table.add_column("family", style="green")
+    table.add_column("peak", justify="right")
+    for e in events:
+        table.add_row(f"{e.start:6.2f}–{e.end:.2f} s", pretty(e.label), e.family, f"{e.score:.2f}")
+    return table
 
 
 def personal_line(personal) -> "Text":

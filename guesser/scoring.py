@@ -9,11 +9,13 @@ benchmarks::
     log-mel [M, T]   guesser.features.log_mel of a waveform, or a clip read back from the cache
       └─ windows(logmel, cfg)             the model's windows: one (tiled or padded) for a clip up
                                           to its length, half-overlapping ones for a longer clip
+                                          (``seconds``: shorter sub-windows, filled alike: sound events)
       └─ batches(clips, size)             windows of one or many clips, normalised, ``size`` at a time
       └─ model_probs(module, batches, task)
                                           sigmoid (labels) or softmax (families) per window, and
                                           optionally each window's embedding (the head's input)
-      └─ clip_means(values, ids, n)       one row per clip: the mean over its windows
+      └─ clip_means(values, ids, n)       one row per clip: the mean over its windows (clip_pool: or max,
+                                          linear softmax; measured in docs/benchmarks.md)
       └─ family_source(probs, task, classes)
                                           a model's family scores: a family model's softmax placed
                                           among the six families, a label model's labels folded
@@ -47,27 +49,48 @@ class Windows:
     logmel: torch.Tensor  # [M, T] float32
     cfg: FeatureConfig
     starts: tuple[int, ...]
+    length: int | None = None  # frames cut per window: the model's window (None), or a shorter sub-window
+
+    @property
+    def frames(self) -> int:
+        return self.length or self.cfg.clip_frames
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def inputs(self, first: int = 0, stop: int | None = None) -> torch.Tensor:
-        """Windows ``first`` to ``stop`` as normalised model inputs [n, 1, M, clip_frames]."""
-        cfg = self.cfg
-        x = torch.stack([fit_frames(self.logmel, cfg.clip_frames, cfg.short, s) for s in self.starts[first:stop]])
+        """Windows ``first`` to ``stop`` as normalised model inputs [n, 1, M, clip_frames].
+
+        A sub-window (or a clip shorter than the window) is filled up to the
+        model's window by its ``short`` policy, as a short clip is in training.
+        """
+        cfg, n = self.cfg, self.frames
+        x = torch.stack([fit_frames(self.logmel[..., s : s + n], cfg.clip_frames, cfg.short) for s in self.starts[first:stop]])
         return normalize(x, cfg).unsqueeze(1)
 
     def spans(self, duration: float | None = None) -> list[tuple[float, float]]:
         """(start, end) of every window in seconds (ends clipped to ``duration`` when given)."""
-        fps, length = self.cfg.frames_per_second, self.cfg.clip_seconds
+        fps, length = self.cfg.frames_per_second, self.frames / self.cfg.frames_per_second
         out = [(s / fps, s / fps + length) for s in self.starts]
         return out if duration is None else [(a, min(b, duration)) for a, b in out]
 
 
-def windows(logmel: torch.Tensor, cfg: FeatureConfig, hop_seconds: float | None = None) -> Windows:
-    """A clip's [M, T] log-mel -> its model windows (hop: half a window unless ``hop_seconds``)."""
-    hop = int(round(hop_seconds * cfg.frames_per_second)) if hop_seconds else None
-    return Windows(logmel, cfg, tuple(window_starts(logmel.shape[-1], cfg.clip_frames, hop)))
+def windows(logmel: torch.Tensor, cfg: FeatureConfig, hop_seconds: float | None = None,
+            seconds: float | None = None) -> Windows:
+    """A clip's [M, T] log-mel -> its model windows (hop: half a window unless ``hop_seconds``).
+
+    ``seconds`` cuts sub-windows shorter than the model's window (sound events:
+    :mod:`guesser.sed`), each filled up to the window as a short clip is.
+    """
+    length, hop = window_frames(cfg, seconds, hop_seconds)
+    return Windows(logmel, cfg, tuple(window_starts(logmel.shape[-1], length or cfg.clip_frames, hop)), length)
+
+
+def window_frames(cfg: FeatureConfig, seconds: float | None, hop_seconds: float | None) -> tuple[int | None, int | None]:
+    """(window length, hop) in frames of ``cfg``; None for the model's window and the default hop."""
+    fps = cfg.frames_per_second
+    length = min(cfg.clip_frames, max(1, int(round(seconds * fps)))) if seconds else None
+    return length, (max(1, int(round(hop_seconds * fps))) if hop_seconds else None)
 
 
 def batches(clips: Iterable[Windows], size: int) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
@@ -101,8 +124,8 @@ class WindowProbs:
     clip_ids: np.ndarray  # [W]: which clip each window belongs to
     embeddings: torch.Tensor | None = None  # [W, D] float32, when asked for
 
-    def clip_probs(self, n_clips: int) -> torch.Tensor:
-        return clip_means(self.probs, self.clip_ids, n_clips)
+    def clip_probs(self, n_clips: int, pooling: str = "mean") -> torch.Tensor:
+        return clip_pool(self.probs, self.clip_ids, n_clips, pooling)
 
     def clip_embeddings(self, n_clips: int) -> torch.Tensor | None:
         return None if self.embeddings is None else clip_means(self.embeddings, self.clip_ids, n_clips)
@@ -159,6 +182,29 @@ def clip_means(values: torch.Tensor, clip_ids: np.ndarray, n_clips: int) -> torc
     sums.index_add_(0, torch.as_tensor(clip_ids, dtype=torch.long), values.double())
     counts = torch.bincount(torch.as_tensor(clip_ids, dtype=torch.long), minlength=n_clips).clamp(min=1)
     return (sums / counts[:, None]).float()
+
+
+POOLINGS = ("mean", "max", "linsoftmax")
+"""How a clip's window probabilities become its own: their mean (the default), their maximum, or the
+linear-softmax mean sum(p²)/sum(p) (each window weighted by its own score; Wang et al. 2019). Measured
+in docs/benchmarks.md#pooling-over-windows (``benchmarks/pooling.py``)."""
+
+
+def clip_pool(values: torch.Tensor, clip_ids: np.ndarray, n_clips: int, pooling: str = "mean") -> torch.Tensor:
+    """[W, K] per-window probabilities -> [n_clips, K] float32, pooled over each clip's windows by ``pooling``."""
+    if pooling == "mean":
+        return clip_means(values, clip_ids, n_clips)
+    ids = torch.as_tensor(clip_ids, dtype=torch.long)
+    if pooling == "max":
+        out = torch.zeros(n_clips, values.shape[-1], dtype=torch.float32)
+        v = values.float()
+        return out.scatter_reduce_(0, ids[:, None].expand_as(v), v, "amax", include_self=False)
+    if pooling == "linsoftmax":
+        v = values.double()
+        num = torch.zeros(n_clips, v.shape[-1], dtype=torch.float64).index_add_(0, ids, v * v)
+        den = torch.zeros(n_clips, v.shape[-1], dtype=torch.float64).index_add_(0, ids, v)
+        return torch.where(den > 0, num / den.clamp(min=1e-300), torch.zeros_like(den)).float()
+    raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
 
 
 # ---------------------------------------------------------------- the ensemble

@@ -31,10 +31,11 @@ import torch
 from guesser.audio import SILENCE_PEAK, AudioSource, check_waveform
 from guesser.errors import AudioError
 from guesser.features import FeatureConfig, _log_mel_frames, window_starts
-from guesser.scoring import WindowProbs, Windows
+from guesser.scoring import WindowProbs, Windows, window_frames
 
 if TYPE_CHECKING:  # pragma: no cover
     from guesser.ensemble import Ensemble, LoadedModel, Prediction
+    from guesser.sed import EventSettings
 
 IN_MEMORY_SECONDS = 30.0
 """Files up to this long are scored in one piece by ``Ensemble.predict``; longer ones are streamed."""
@@ -144,17 +145,25 @@ class StreamLogMel:
 
 
 class WindowScorer:
-    """One model's sliding windows over a stream of log-mel frames -> probabilities [W, K] and the starts."""
+    """One model's sliding windows over a stream of log-mel frames -> probabilities [W, K] and the starts.
 
-    def __init__(self, ensemble: "Ensemble", model: "LoadedModel"):
+    ``length``/``hop`` (frames) cut sub-windows for sound events instead of the
+    model's windows; ``sink(starts, probs)`` then takes each batch as it is
+    scored (:class:`guesser.sed.EventFeed`), so nothing piles up.
+    """
+
+    def __init__(self, ensemble: "Ensemble", model: "LoadedModel", length: int | None = None,
+                 hop: int | None = None, sink: Callable[[list[int], torch.Tensor], None] | None = None):
         self.ensemble, self.model = ensemble, model
         cfg = model.features
-        self.clip = cfg.clip_frames
-        self.hop = ensemble.window_hop_frames(cfg) or self.clip // 2
+        self.length = length
+        self.clip = length or cfg.clip_frames
+        self.hop = hop or ensemble.window_hop_frames(cfg) or self.clip // 2
+        self.sink = sink
         self.buf = torch.zeros(cfg.n_mels, 0)
         self.base = 0  # frame index of buf[:, 0]
         self.total = 0
-        self.next_start = 0
+        self.last: int | None = None  # the last window start taken
         self.starts: list[int] = []
         self.probs: list[torch.Tensor] = []
         self.embeddings: list[torch.Tensor] = []  # per window, when the ensemble scores personal labels
@@ -166,32 +175,38 @@ class WindowScorer:
             return
         self.buf = torch.cat([self.buf, frames], dim=1)
         self.total += frames.shape[1]
-        while self.next_start + self.clip <= self.total:
-            self.pending.append(self.next_start)
-            self.next_start += self.hop
+        self._take(window_starts(self.total, self.clip, self.hop, after=self.last, final=False))
         if len(self.pending) >= self.batch:
             self._run()
 
-    def finish(self) -> tuple[torch.Tensor, list[int], torch.Tensor | None]:
-        last = self.total - self.clip
-        if last > 0 and (self.pending or self.starts)[-1] != last:
-            self.pending.append(last)  # the last window flush with the end, as window_starts adds it
+    def finish(self) -> tuple[torch.Tensor | None, list[int], torch.Tensor | None]:
+        self._take(window_starts(self.total, self.clip, self.hop, after=self.last))  # the last window, flush with the end
         self._run()
         expected = window_starts(self.total, self.clip, self.hop)
         if self.starts != expected:  # pragma: no cover - would be a bug in this class
             raise AssertionError(f"streamed windows {self.starts[:3]}… differ from {expected[:3]}…")
-        return torch.cat(self.probs), self.starts, torch.cat(self.embeddings) if self.embeddings else None
+        probs = torch.cat(self.probs) if self.probs else None
+        return probs, self.starts, torch.cat(self.embeddings) if self.embeddings else None
+
+    def _take(self, starts: list[int]) -> None:
+        if starts:
+            self.pending += starts
+            self.last = starts[-1]
 
     def _run(self) -> None:
         for i in range(0, len(self.pending), self.batch):
             chunk = self.pending[i : i + self.batch]
-            out = self.ensemble.window_probs(self.model, self.buf, [s - self.base for s in chunk])
-            self.probs.append(out.probs)
-            if out.embeddings is not None:
-                self.embeddings.append(out.embeddings)
+            out = self.ensemble.window_probs(self.model, self.buf, [s - self.base for s in chunk], self.length)
+            if self.sink is not None:
+                self.sink(chunk, out.probs)
+            else:
+                self.probs.append(out.probs)
+                if out.embeddings is not None:
+                    self.embeddings.append(out.embeddings)
             self.starts += chunk
         self.pending = []
-        keep_from = min(self.next_start, max(0, self.total - self.clip))  # the flush window may reach back
+        nxt = 0 if self.last is None else self.last + self.hop
+        keep_from = min(nxt, max(0, self.total - self.clip))  # the flush window may reach back
         drop = keep_from - self.base
         if drop > 0:
             self.buf = self.buf[:, drop:].clone()
@@ -199,8 +214,10 @@ class WindowScorer:
 
 
 def predict_source(ensemble: "Ensemble", source: AudioSource, *, timeline: bool = False,
-                   in_memory_seconds: float = IN_MEMORY_SECONDS) -> "Prediction":
+                   in_memory_seconds: float = IN_MEMORY_SECONDS, events: "EventSettings | None" = None) -> "Prediction":
     """Score an opened file (any length, bounded memory); :class:`AudioError` for unusable audio.
+
+    ``events`` also lists the sounds heard with their start and end (:mod:`guesser.sed`).
 
     Silence is not refused here: the caller reads ``source.peak`` (a silent
     file is a result for ``guesser classify``, an error where a recording is
@@ -222,19 +239,29 @@ def predict_source(ensemble: "Ensemble", source: AudioSource, *, timeline: bool 
         samples = head[0] if len(head) == 1 else np.concatenate(head, axis=1)
         audio = check_waveform(samples, source.sample_rate, name=source.name)
         try:
-            return ensemble.predict(audio.samples, audio.sample_rate, timeline=timeline)
+            return ensemble.predict(audio.samples, audio.sample_rate, timeline=timeline, events=events)
         except MemoryError:
             raise AudioError(f"{source.name}: too long to classify in memory ({audio.duration:.0f} s)") from None
-    return _stream(ensemble, source, head, blocks, timeline)
+    return _stream(ensemble, source, head, blocks, timeline, events)
 
 
-def _stream(ensemble: "Ensemble", source: AudioSource, head: list[np.ndarray], rest, timeline: bool) -> "Prediction":
+def _stream(ensemble: "Ensemble", source: AudioSource, head: list[np.ndarray], rest, timeline: bool,
+            events: "EventSettings | None" = None) -> "Prediction":
     t0 = time.perf_counter()
     sr = source.sample_rate
     with torch.inference_mode():
         resamplers = {m.features.sample_rate: StreamResampler(sr, m.features.sample_rate) for m in ensemble.models}
         logmels = {m.features.key: (m.features.sample_rate, StreamLogMel(m.features)) for m in ensemble.models}
         scorers = [(m.features.key, WindowScorer(ensemble, m)) for m in ensemble.models]
+        sounds = None
+        if events is not None:  # sub-windows for sound events, scored as they fill (guesser.sed)
+            from guesser.sed import EventFeed
+
+            sounds = EventFeed(ensemble, events)
+            for i, m in enumerate(ensemble.models):
+                length, hop = window_frames(m.features, events.window, events.hop)
+                scorers.append((m.features.key, WindowScorer(
+                    ensemble, m, length, hop, lambda starts, probs, i=i: sounds.add(i, starts, probs))))
 
         def feed(resampled: dict[int, torch.Tensor], finish: bool) -> None:
             for key, (rate, lm) in logmels.items():
@@ -261,7 +288,10 @@ def _stream(ensemble: "Ensemble", source: AudioSource, head: list[np.ndarray], r
             probs, starts, embedded = scorer.finish()
             scored.append((m, WindowProbs(probs, np.zeros(len(starts), np.int64), embedded),
                            Windows(torch.zeros(m.features.n_mels, 0), m.features, tuple(starts))))
-    return ensemble.combine(scored, samples / sr, timeline=timeline, t0=t0)
+        for _, scorer in scorers[len(ensemble.models):]:
+            scorer.finish()
+    heard = sounds.finish(samples / sr) if sounds is not None else None
+    return ensemble.combine(scored, samples / sr, timeline=timeline, t0=t0, events=heard)
 
 
 def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:

@@ -351,3 +351,26 @@ def test_validation_windows_equal_app_windows(fsd_cache, live):
         assert torch.equal(torch.stack(got[i]), app)
         multi += len(got[i]) > 1
     assert multi > 0, "the fixture has clips longer than one window"
+
+
+@pytest.mark.parametrize("n_total, n_frames, hop", [(1200, 516, None), (5000, 300, 150), (2000, 50, 12), (700, 516, 100)])
+def test_a_stream_asking_as_frames_arrive_gets_the_one_pass_window_starts(n_total, n_frames, hop):
+    """guesser.stream.WindowScorer's way: final=False after each block, final=True at the end (one placement rule)."""
+    got: list[int] = []
+    rng = np.random.default_rng(n_total)
+    seen = 0
+    while seen < n_total:
+        seen = min(n_total, seen + int(rng.integers(1, 120)))
+        got += window_starts(seen, n_frames, hop, after=got[-1] if got else None, final=False)
+    got += window_starts(n_total, n_frames, hop, after=got[-1] if got else None)
+    assert got == window_starts(n_total, n_frames, hop)
+
+
+def test_centre_start_is_the_crop_of_fit_frames_for_ints_and_arrays():
+    from guesser.features import centre_start
+
+    lm = torch.arange(40, dtype=torch.float32).reshape(1, 40)
+    for n in (7, 10, 40):
+        s = centre_start(40, n)
+        assert torch.equal(fit_frames(lm, n), lm[:, s : s + n])
+    assert centre_start(np.array([5, 40, 41]), 10).tolist() == [0, 15, 15]

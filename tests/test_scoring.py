@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from guesser.cli import app
 from guesser.features import SEED_CNN
 from guesser.labels import FAMILIES_6, default_label_space
-from guesser.scoring import batches, clip_means, family_source, fuse, head_of, model_probs, windows
+from guesser.scoring import batches, clip_means, clip_pool, family_source, fuse, head_of, model_probs, windows
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "assets" / "models"
@@ -156,3 +156,37 @@ def test_a_timeline_window_is_fused_with_the_clips_weights(make_model_checkpoint
     whole = {s.name: s.score for s in pred.labels}
     for s in pred.windows[0].labels:
         assert s.score == pytest.approx(whole[s.name], abs=1e-5)
+
+def test_pooling_over_windows_against_numpy():
+    rng = np.random.default_rng(0)
+    values = torch.from_numpy(rng.uniform(0, 1, (9, 4)).astype(np.float32))
+    ids = np.array([0, 0, 0, 2, 2, 1, 2, 2, 1])
+    for k in range(3):
+        v = values.numpy()[ids == k].astype(np.float64)
+        assert np.allclose(clip_pool(values, ids, 3, "mean")[k].numpy(), v.mean(0), atol=1e-6)
+        assert np.array_equal(clip_pool(values, ids, 3, "max")[k].numpy(), v.max(0).astype(np.float32))
+        assert np.allclose(clip_pool(values, ids, 3, "linsoftmax")[k].numpy(), (v * v).sum(0) / v.sum(0), atol=1e-6)
+    # one loud window among quiet ones: the mean dilutes it, max keeps it, linear softmax lies between
+    one = torch.tensor([[0.9], [0.05], [0.05], [0.05]])
+    z = np.zeros(4, np.int64)
+    mean, mx, ls = (float(clip_pool(one, z, 1, p)) for p in ("mean", "max", "linsoftmax"))
+    assert mean < ls < mx == pytest.approx(0.9)
+    with pytest.raises(ValueError):
+        clip_pool(one, z, 1, "median")
+
+
+def test_sub_windows_are_cut_short_and_filled_like_a_short_clip():
+    cfg = SEED_CNN.with_stats([0.0], [1.0])
+    fps = cfg.frames_per_second
+    lm = torch.randn(cfg.n_mels, int(10 * fps))
+    sub = windows(lm, cfg, hop_seconds=0.5, seconds=1.0)
+    n = int(round(fps))
+    assert sub.frames == n and sub.starts[1] - sub.starts[0] == int(round(0.5 * fps))
+    assert sub.starts[-1] == lm.shape[1] - n  # the last one flush with the end
+    x = sub.inputs(2, 3)[0, 0]
+    piece = lm[:, sub.starts[2] : sub.starts[2] + n]
+    assert x.shape == (cfg.n_mels, cfg.clip_frames)
+    assert torch.equal(x[:, :n], piece) and torch.equal(x[:, n : 2 * n], piece)  # tiled, as a short clip is
+    assert sub.spans()[2] == pytest.approx((sub.starts[2] / fps, sub.starts[2] / fps + n / fps))
+    whole = windows(lm, cfg)
+    assert whole.frames == cfg.clip_frames and torch.equal(whole.inputs(0, 1), windows(lm, cfg, seconds=60).inputs(0, 1))

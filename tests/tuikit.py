@@ -15,6 +15,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from guesser.ensemble import ModelOutput, Prediction, Scored
+from guesser.events import Event
 from guesser.labels import FAMILIES_6, default_label_space
 from guesser.recorder import ArrayBackend
 from guesser.recorder.backends import _ArrayStream
@@ -75,7 +76,8 @@ class FakeEnsemble:
         self.queue.append((tuple(top), tuple(families or self.families),
                            dict(self.personal_scores if personal is None else personal)))
 
-    def predict(self, waveform, sample_rate: int, *, timeline: bool = False, embeddings: bool = False) -> Prediction:
+    def predict(self, waveform, sample_rate: int, *, timeline: bool = False, embeddings: bool = False,
+                events=None) -> Prediction:
         self.calls.append((np.asarray(waveform).copy(), sample_rate))
         self.call_times.append(time.monotonic())
         top, fams, personal = self.queue.pop(0) if self.queue else (self.top, self.families, self.personal_scores)
@@ -84,7 +86,9 @@ class FakeEnsemble:
                   ModelOutput("cnn6_fake", "cnn6", "families", families)]
         duration = np.asarray(waveform).shape[-1] / sample_rate
         yours = sorted((Scored(n, v) for n, v in personal.items()), key=lambda s: -s.score)
-        return Prediction(labels, families, models, 1.0, duration, personal=yours)
+        heard = [Event(n, "Human sounds", 0.25 * duration, 0.75 * duration, 0.9) for n in top[:1]]
+        return Prediction(labels, families, models, 1.0, duration, personal=yours,
+                          events=heard if events is not None else None)
 
 
 def store_label(name: str, models: Sequence = (), examples: int = 4, created: str = "2026-01-02T10:00:00+00:00"):

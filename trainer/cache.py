@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from guesser.errors import DataError
-from guesser.features import PAD_DB, FeatureConfig, ShortPolicy, noise_fill
+from guesser.features import PAD_DB, FeatureConfig, ShortPolicy, centre_start, noise_fill
 
 RELEASE_BYTES = 64 << 20  # drop the mapped pages from this process after blocks of this many bytes were read (CachedSplit)
 CACHE_VERSION = 2  # 2: clips stored as mel-major [M, T] blocks; 1: time-major [sum T, M] (still readable)
@@ -134,7 +134,7 @@ class CachedSplit:
         lengths = self.lengths[idx].astype(np.int64)
         long = lengths >= n_frames
         if rng is None:
-            starts = np.where(long, (lengths - n_frames) // 2, 0)
+            starts = centre_start(lengths, n_frames)  # fit_frames' crop: 0 for a short clip
         else:
             short_range = n_frames - lengths + 1 if policy in ("pad", "noise") else lengths
             starts = rng.integers(0, np.where(long, lengths - n_frames + 1, short_range))

@@ -17,6 +17,7 @@ from textual.worker import get_current_worker
 
 from guesser.errors import DeviceError, GuesserError
 from guesser.recorder import Level, Player, Recorder, check_not_silent
+from guesser.sed import EventSettings
 from guesser.tui import messages as m
 from guesser.tui.session import Take
 from guesser.tui.spectrum import SpectrumTracker, spectrogram
@@ -84,7 +85,7 @@ def record(target: MessagePump, recorder: Recorder, ensemble: Any, seconds: floa
             return
         level = check_not_silent(samples, recorder.device_name)
         target.post_message(m.Classifying())
-        prediction = ensemble.predict(samples, recorder.samplerate)
+        prediction = ensemble.predict(samples, recorder.samplerate, events=EventSettings())  # + the events timeline
         take = Take(samples, recorder.samplerate, recorder.device_name, level, prediction,
                     spectrogram(samples, recorder.samplerate), target=game_target)
     except GuesserError as e:

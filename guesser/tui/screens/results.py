@@ -1,4 +1,5 @@
-"""One recording's answer: ranked labels with score bars, the user's own labels, families, and each model's view."""
+"""One recording's answer: its spectrogram and sound events, ranked labels with score bars, the user's own labels,
+families, and each model's view."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from textual.widgets import Footer, Static
 
 from guesser.confidence import headline as say
 from guesser.tui.session import Take
-from guesser.tui.widgets import ModelBreakdown, PersonalScores, Ranking, Spectrogram, TitleBar
+from guesser.tui.widgets import EventTimeline, ModelBreakdown, PersonalScores, Ranking, Spectrogram, TitleBar
 
 
 class ResultsScreen(Screen):
@@ -39,6 +40,7 @@ class ResultsScreen(Screen):
         with Horizontal(id="result-body"):
             with Vertical(id="result-left"):
                 yield Spectrogram(fit=True, id="take-spectrogram")
+                yield EventTimeline(id="take-events")
                 yield PersonalScores("Yours", id="personal")
                 yield Ranking("Labels", top_k=10, id="labels")
             with Vertical(id="result-right"):
@@ -50,6 +52,7 @@ class ResultsScreen(Screen):
     def on_mount(self) -> None:
         p = self.take.prediction
         self.query_one("#take-spectrogram", Spectrogram).show(self.take.spectrum)
+        self.query_one("#take-events", EventTimeline).show(getattr(p, "events", None), self.take.duration)
         self.query_one("#personal", PersonalScores).show(getattr(p, "personal", []), highlight=self.take.target)
         self.query_one("#labels", Ranking).show(p.labels, highlight=self.take.target)
         self.query_one("#families", Ranking).show(p.families, highlight=self.take.target)

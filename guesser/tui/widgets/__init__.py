@@ -1,5 +1,6 @@
-"""Widgets of the guesser app: spectrogram, level meter, rankings (personal labels too), history."""
+"""Widgets of the guesser app: spectrogram, event timeline, level meter, rankings (personal labels too), history."""
 
+from guesser.tui.widgets.event_timeline import EventTimeline
 from guesser.tui.widgets.history import HistoryList
 from guesser.tui.widgets.level_meter import LevelMeter
 from guesser.tui.widgets.personal import PersonalScores
@@ -7,4 +8,4 @@ from guesser.tui.widgets.ranking import ModelBreakdown, Ranking, score_bar
 from guesser.tui.widgets.spectrogram import Spectrogram
 from guesser.tui.widgets.title_bar import TitleBar
 
-__all__ = ["HistoryList", "LevelMeter", "ModelBreakdown", "PersonalScores", "Ranking", "Spectrogram", "TitleBar", "score_bar"]
+__all__ = ["EventTimeline", "HistoryList", "LevelMeter", "ModelBreakdown", "PersonalScores", "Ranking", "Spectrogram", "TitleBar", "score_bar"]
