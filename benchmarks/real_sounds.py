@@ -30,7 +30,7 @@ from trainer import metrics as M  # noqa: E402
 from trainer.evaluate import ModelRun, ensemble_scores, label_space, score  # noqa: E402
 from trainer.fsd50k import family_targets  # noqa: E402
 from trainer.groups import SYNTHETIC_DEFAULT, group_scores, load_groups  # noqa: E402
-from trainer.train import pick_device  # noqa: E402
+from trainer.device import pick_device  # noqa: E402
 
 REAL_SPEECH = ("coswara", "speechcommands", "emodb", "ravdess", "arabic-digits")
 

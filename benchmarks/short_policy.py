@@ -26,7 +26,7 @@ from trainer.cache import find_cache  # noqa: E402
 from trainer.evaluate import checkpoint_of, label_space, score  # noqa: E402
 from trainer.fsd50k import family_targets  # noqa: E402
 from trainer.groups import group_scores, load_groups  # noqa: E402
-from trainer.train import pick_device  # noqa: E402
+from trainer.device import pick_device  # noqa: E402
 
 
 def main() -> None:

@@ -23,11 +23,12 @@ import torch
 from guesser.features import FeatureConfig
 from guesser.labels import LabelSpace, Vocabulary, default_label_space
 from guesser.models import build_model
+from trainer.batch import make_batch, step_seed, task_targets
 from trainer.cache import find_cache
+from trainer.device import autocast_dtype
 from trainer.losses import Criterion
 from trainer.recipe import Recipe
 from trainer.sampling import EpochSampler, oversampling_weights
-from trainer.train import autocast_dtype, make_batch, step_seed, task_targets
 
 FSD50K_DEV_CLIPS = 40_966
 

@@ -11,11 +11,11 @@ cannot drift from the files it describes.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from guesser.checkpoint import IndexEntry, ModelMeta, ModelsIndex, read_model_meta
 from guesser.labels import default_label_space
+from trainer.records import EvalResult
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,8 +119,8 @@ def card(path: Path, entry: IndexEntry) -> str:
     return "\n".join(lines) + "\n"
 
 
-def group_rows(data: dict) -> dict:
-    g = data.get("groups") or {}
+def group_rows(result: EvalResult | None) -> dict:
+    g = (result.groups if result is not None else None) or {}
     rows = dict(sorted((g.get("groups") or {}).items()))
     if "real" in g:
         rows["real recordings"] = g["real"]
@@ -130,22 +130,22 @@ def group_rows(data: dict) -> dict:
 def ensemble_section(path: Path | None, before: Path | None = None, goals: Path | None = None) -> str:
     if path is None or not path.is_file():
         return ""
-    data = json.loads(path.read_text())
-    old = json.loads(before.read_text()) if before is not None and before.is_file() else None
-    s = data.get("summary", {})
+    data = EvalResult.read(path)
+    old = EvalResult.read(before) if before is not None and before.is_file() else None
+    s = data.summary
     out = ["## The ensemble", "",
            "Label probabilities and family scores are weighted means over the selected models (weights from",
            "the selection; see docs/inference.md). On the eval split, with the previously shipped ensemble",
            "(cnn4_mix, cnn3_mix, family_cnn_mix, cnn6_families) scored on the same clips:", "",
            "| ensemble | mAP | d' | lwlrap | family mAP | F1 macro |", "|---|---|---|---|---|---|",
-           f"| **shipped** | **{fmt(s.get('map'))}** | {fmt(s.get('d_prime'))} | {fmt(s.get('lwlrap'))} | "
-           f"{fmt(s.get('family_map'))} | {fmt(s.get('f1_macro'))} |"]
+           f"| **shipped** | **{fmt(s.map)}** | {fmt(s.d_prime)} | {fmt(s.lwlrap)} | "
+           f"{fmt(s.family_map)} | {fmt(s.f1_macro)} |"]
     if old:
-        o = old.get("summary", {})
-        out.append(f"| previous | {fmt(o.get('map'))} | {fmt(o.get('d_prime'))} | {fmt(o.get('lwlrap'))} | "
-                   f"{fmt(o.get('family_map'))} | {fmt(o.get('f1_macro'))} |")
+        o = old.summary
+        out.append(f"| previous | {fmt(o.map)} | {fmt(o.d_prime)} | {fmt(o.lwlrap)} | "
+                   f"{fmt(o.family_map)} | {fmt(o.f1_macro)} |")
     out.append("")
-    rows, old_rows = group_rows(data), group_rows(old or {})
+    rows, old_rows = group_rows(data), group_rows(old)
     if rows:
         out += ["Per source (`guesser evaluate --groups sources.csv:origin`; mAP ranks a source's clips among every",
                 "other clip without the label; top-1 and top family are the highest-scored label and family):", "",
@@ -161,16 +161,16 @@ def ensemble_section(path: Path | None, before: Path | None = None, goals: Path 
     if goals is not None and goals.is_file():
         out += ["Issue 11's goals, from `python benchmarks/real_sounds.py` (shipped, then previous):", "", "```",
                 goals.read_text().strip(), "```", ""]
-    fw = data.get("family_weights")
+    fw = data.family_weights
     if fw:
         chosen = ", ".join(f"{n} {w:g}" for n, w in fw["chosen"].items())
         out += [f"Family models' weights in the family ranking (label models 1), chosen on val among "
                 f"{fw['combinations_tried']} combinations: {chosen}. Val family mAP {fmt(fw['val_family_map'])} "
                 f"(equal weights: {fmt(fw['val_family_map_equal_weights'])}); eval family mAP above "
                 f"(equal weights: {fmt(fw.get('eval_family_map_equal_weights'))}).", ""]
-    labels = data.get("labels")
+    labels = data.labels
     if labels:
-        ap = [(n, a, p) for n, a, p in zip(labels["names"], labels["ap"], labels["positives"]) if p and a is not None]
+        ap = [(n, a, p) for n, a, p in zip(labels.names, labels.ap, labels.positives) if p and a is not None]
         ap.sort(key=lambda x: x[1])
         out += ["Worst labels by AP on eval: " + ", ".join(f"{n.replace('_', ' ')} {a:.2f}" for n, a, _ in ap[:8]) + ".",
                 "Best: " + ", ".join(f"{n.replace('_', ' ')} {a:.2f}" for n, a, _ in ap[-6:][::-1]) + ".", ""]

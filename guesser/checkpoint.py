@@ -454,3 +454,47 @@ class ModelsIndex:
         return replace(self, models=tuple(
             replace(e, family_weight=weights.get((Path(folder) / e.path).resolve(), e.family_weight))
             for e in self.models))
+
+
+def default_models_index() -> Path:
+    """Where the shipped models are: $GUESSER_MODELS, else ``assets/models/index.json`` beside the package."""
+    import os
+
+    env = os.environ.get("GUESSER_MODELS")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for cand in (here.parent / "assets" / "models" / INDEX_NAME, here / "_assets" / "models" / INDEX_NAME):
+        if cand.is_file():
+            return cand
+    return here.parent / "assets" / "models" / INDEX_NAME
+
+
+def index_file(source: str | Path) -> Path:
+    """A folder stands for the models index in it (``folder/index.json``); anything else is itself."""
+    p = Path(source)
+    return p / INDEX_NAME if p.is_dir() else p
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """One source of models as given (``--models``): a models index, read once, or a single checkpoint."""
+
+    path: Path
+    index: ModelsIndex | None  # None: ``path`` is a checkpoint
+
+    @classmethod
+    def read_all(cls, sources) -> list["ModelSource"]:
+        """Index files, folders holding one, or checkpoints (default: the shipped index), each read once."""
+        out = []
+        for s in list(sources or [default_models_index()]):
+            p = index_file(s)
+            if not p.exists():
+                raise CheckpointError(f"{p}: no models found there (train some with 'guesser train multi', "
+                                      "or pass --models)")
+            out.append(cls(p, ModelsIndex.read(p) if p.suffix == ".json" else None))
+        return out
+
+    def checkpoints(self) -> list[tuple[Path, float]]:
+        """(checkpoint path, family weight) of every model this source names."""
+        return self.index.checkpoints(self.path.parent) if self.index is not None else [(self.path, 1.0)]

@@ -415,7 +415,7 @@ def listen(
 @friendly
 def teach(
     name: Optional[str] = typer.Argument(None, help="Name of your sound (e.g. kettle, 'my doorbell')."),
-    files: List[Path] = typer.Argument(None, readable=False, help="3–10 example recordings of it."),
+    files: List[Path] = typer.Argument(None, readable=False, help="3–20 example recordings of it."),
     record: int = typer.Option(0, "--record", "-r", help="Record N takes from the microphone instead (3–20)."),
     seconds: float = typer.Option(3.0, "--seconds", "-s", help="Length of each recorded take."),
     device: Optional[str] = typer.Option(None, "--device", "-d", help="Input device (index or name)."),

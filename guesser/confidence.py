@@ -18,9 +18,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from guesser.checkpoint import ModelSource
 
 TARGET_PRECISION = 0.9
 MIN_CLIPS = 20
@@ -73,19 +76,21 @@ def calibrate(top_scores: np.ndarray, top_correct: np.ndarray, target: float = T
     return ConfidenceRule(float(s[i]), target, float(precision[i]), float((i + 1) / len(s)))
 
 
+def rule_of(sources: Sequence["ModelSource"]) -> ConfidenceRule | None:
+    """The rule in the models index when it is the one source; None for checkpoints or several sources."""
+    if len(sources) != 1 or sources[0].index is None:
+        return None
+    return ConfidenceRule.from_dict(sources[0].index.confidence)
+
+
 def read_rule(sources: Sequence[str | Path] | None) -> ConfidenceRule | None:
-    """The rule in the (single) models index among ``sources``; None for checkpoints or several indexes."""
-    from guesser.checkpoint import INDEX_NAME, ModelsIndex
-    from guesser.ensemble import default_models_index
+    """The rule of ``sources`` (as ``--models`` takes them; default: the shipped index), None if unreadable."""
+    from guesser.checkpoint import ModelSource
     from guesser.errors import GuesserError
 
-    paths = [Path(s) for s in (sources or [default_models_index()])]
-    paths = [p / INDEX_NAME if p.is_dir() else p for p in paths]
-    if len(paths) != 1 or paths[0].suffix != ".json":
-        return None
     try:
-        return ConfidenceRule.from_dict(ModelsIndex.read(paths[0]).confidence)
-    except GuesserError:  # the models themselves are read (and refused) from the same index just before
+        return rule_of(ModelSource.read_all(sources))
+    except GuesserError:  # the models themselves are read (and refused) from the same index
         return None
 
 

@@ -31,11 +31,12 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from guesser.checkpoint import INDEX_NAME, ModelMeta, ModelsIndex, load_model_checkpoint, read_model_meta, tensor_shapes
+from guesser.checkpoint import (INDEX_NAME, ModelMeta, ModelSource, default_models_index,  # noqa: F401
+                                load_model_checkpoint, read_model_meta, tensor_shapes)
 from guesser.errors import CheckpointError
 from guesser.events import Event
 from guesser.features import FeatureConfig, log_mel, resample, to_mono
-from guesser.confidence import ConfidenceRule, distinct_guesses
+from guesser.confidence import ConfidenceRule, distinct_guesses, rule_of
 from guesser.labels import FAMILIES_6, default_label_space
 from guesser.models import TASK_FAMILIES, TASK_LABELS, build_model
 from guesser.present import is_heard
@@ -191,23 +192,9 @@ def _check_sizes(path: Path, module: torch.nn.Module) -> None:
             raise CheckpointError(f"{path}: weights do not match its metadata (unexpected tensor {name} "
                                   f"of shape {list(shape)})")
 
-
-def default_models_index() -> Path:
-    """Where the shipped models are: $GUESSER_MODELS, else ``assets/models/index.json`` beside the package."""
-    env = os.environ.get("GUESSER_MODELS")
-    if env:
-        return Path(env)
-    here = Path(__file__).resolve().parent
-    for cand in (here.parent / "assets" / "models" / INDEX_NAME, here / "_assets" / "models" / INDEX_NAME):
-        if cand.is_file():
-            return cand
-    return here.parent / "assets" / "models" / INDEX_NAME
-
-
 def resolve_model_paths(sources: Iterable[str | Path] | None) -> list[Path]:
     """Index files and/or checkpoints (or a folder holding index.json) -> checkpoint paths."""
     return [p for p, _ in resolve_models(sources)]
-
 
 def resolve_models(sources: Iterable[str | Path] | None) -> list[tuple[Path, float]]:
     """Index files and/or checkpoints (or a folder holding index.json) -> (checkpoint, family weight) pairs.
@@ -217,15 +204,12 @@ def resolve_models(sources: Iterable[str | Path] | None) -> list[tuple[Path, flo
     chooses it on the validation split, because a family model and the family
     scores folded from a label model are not equally reliable.
     """
-    sources = list(sources or [default_models_index()])
-    paths: list[tuple[Path, float]] = []
-    for s in sources:
-        p = Path(s)
-        if p.is_dir():
-            p = p / INDEX_NAME
-        if not p.exists():
-            raise CheckpointError(f"{p}: no models found there (train some with 'guesser train multi', or pass --models)")
-        paths += ModelsIndex.read(p).checkpoints(p.parent) if p.suffix == ".json" else [(p, 1.0)]
+    return checkpoints_of(ModelSource.read_all(sources))
+
+
+def checkpoints_of(read: Sequence[ModelSource]) -> list[tuple[Path, float]]:
+    """(checkpoint, family weight) pairs of sources already read; a model named twice is one line."""
+    paths = [pair for source in read for pair in source.checkpoints()]
     if not paths:
         raise CheckpointError("no models to run")
     seen: dict[str, Path] = {}
@@ -266,15 +250,13 @@ class Ensemble:
     def load(cls, sources: Iterable[str | Path] | None = None, *, precision: str | None = None,
              optimize: bool = True, **kwargs) -> "Ensemble":
         """Load every model of ``sources`` (index files, folders, checkpoints; default: the shipped index)."""
-        from guesser.confidence import read_rule
-
+        read = ModelSource.read_all(sources)  # each index once: its models and its "not sure" rule
         models = []
-        sources = list(sources) if sources is not None else None
-        for path, weight in resolve_models(sources):
+        for path, weight in checkpoints_of(read):
             m = load_model(path, precision=precision, optimize=optimize)
             m.family_weight = weight
             models.append(m)
-        kwargs.setdefault("confidence", read_rule(sources))
+        kwargs.setdefault("confidence", rule_of(read))
         return cls(models, **kwargs)
 
     @property
@@ -430,7 +412,6 @@ class Ensemble:
         per_window = weighted_mean([p for p, _ in alike], [w for _, w in alike])
         return [Window(a, b, _rank(self.label_names, pw)[:5]) for (a, b), pw in zip(wins.spans(duration), per_window)]
 
-
 def _fit_threads() -> None:
     """Use no more intra-op threads than the CPUs this process may run on (containers, taskset)."""
     try:
@@ -439,7 +420,6 @@ def _fit_threads() -> None:
         return
     if 0 < usable < torch.get_num_threads():
         torch.set_num_threads(usable)
-
 
 def _rank(names, probs: torch.Tensor) -> list[Scored]:
     """Scored classes in display order: most specific clear label first (:mod:`guesser.ranking`)."""

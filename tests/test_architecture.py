@@ -5,6 +5,7 @@
 * only ``guesser/features.py`` computes STFTs or mel filter banks;
 * only ``guesser/checkpoint.py`` opens safetensors files;
 * only ``guesser/features.py`` resamples, with one function and one streaming class (the one resampler);
+* no module of ``guesser/`` (or of ``trainer/``) imports itself back through others;
 * the module table names every module there is, and nothing that is not there.
 """
 
@@ -82,6 +83,86 @@ def test_the_tui_imports_neither_the_trainer_nor_torch():
              for path in python_files("guesser/tui")
              for module, node, _ in imports(path) if top(module) in ("trainer", "torch", "torchaudio")]
     assert found == []
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def type_checking_only(path: Path) -> set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:`` (names for the type checker, never imported)."""
+    out = set()
+    for node in ast.walk(parse(path)):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return out
+
+
+def import_graph(root: str) -> dict[str, set[str]]:
+    """Which of ``root``'s modules each of its modules imports (at the top or inside a function alike;
+    not what only the type checker reads)."""
+    modules = {module_name(p): p for p in python_files(root)}
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for name, path in modules.items():
+        typing_only = type_checking_only(path)
+        for module, node, _ in imports(path):
+            if id(node) in typing_only:
+                continue
+            targets = [module]
+            if isinstance(node, ast.ImportFrom):  # from guesser.personal import store: the module store
+                targets = [f"{module}.{a.name}" if f"{module}.{a.name}" in modules else module for a in node.names]
+            for t in targets:
+                while t and t not in modules:  # guesser.checkpoint.ModelsIndex -> guesser.checkpoint
+                    t = t.rpartition(".")[0]
+                if t and t != name and top(t) == root:
+                    graph[name].add(t)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+@pytest.mark.parametrize("root", ["guesser", "trainer"])
+def test_no_import_cycles(root):
+    """No module imports one that (directly or through others) imports it back, lazily or not."""
+    assert cycles(import_graph(root)) == []
+
+
+def test_the_cycle_scan_sees_a_cycle():
+    graph = import_graph("guesser")
+    assert "guesser.checkpoint" in graph["guesser.ensemble"]  # the scan reads the imports
+    graph["guesser.checkpoint"] = graph["guesser.checkpoint"] | {"guesser.ensemble"}
+    assert any({"guesser.checkpoint", "guesser.ensemble"} <= set(group) for group in cycles(graph))
 
 
 def spectral_uses(path: Path) -> list[str]:
@@ -197,6 +278,42 @@ def test_the_flows_name_functions_that_exist(name):
         except AttributeError:
             obj = importlib.import_module(".".join([module, *attrs[: i + 1]]))
     assert callable(obj)
+
+
+def diagram_names() -> list[str]:
+    """Every dotted ``guesser.…``/``trainer.…`` name in the doc's flow diagrams (its code blocks)."""
+    blocks = DOC.read_text().split("```")[1::2]
+    found = {m.rstrip(".") for b in blocks for m in re.findall(r"\b(?:guesser|trainer)(?:\.[A-Za-z_]\w*)+", b)}
+    return sorted(found)
+
+
+def resolve(name: str):
+    """The module, class or function ``name`` stands for; AttributeError/ImportError if it names nothing."""
+    import importlib
+
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        for a in parts[i:]:
+            obj = getattr(obj, a)
+        return obj
+    raise ImportError(name)
+
+
+def test_every_name_in_the_flow_diagrams_exists():
+    """A module, class or function renamed or removed makes the doc's diagrams fail here."""
+    names = diagram_names()
+    assert {"guesser.stream.predict_source", "guesser.audio.open_audio", "trainer.run.prepare"} <= set(names)
+    missing = []
+    for name in names:
+        try:
+            resolve(name)
+        except (ImportError, AttributeError):
+            missing.append(name)
+    assert missing == [], "docs/architecture.md's diagrams name what is not in the code"
 
 
 def test_every_package_is_listed_for_the_wheel():

@@ -55,8 +55,8 @@ def _rank_main(rank: int, port: int, cache_root: str, out: str, dump: str) -> No
     train_mod.make_batch = spy
     result = train_mod.train(ddp_recipe(), cache_root, out, device="cpu", progress=False, log=lambda s: None)
     params = {k: v.detach().clone() for k, v in result.model.named_parameters()}
-    torch.save({"params": params, "seen": [idx for _, idx in seen], "history": result.history},
-               Path(dump) / f"rank{rank}.pt")
+    history = [r.to_json() for r in result.history]
+    torch.save({"params": params, "seen": [idx for _, idx in seen], "history": history}, Path(dump) / f"rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +92,9 @@ def test_weights_agree_across_ranks_and_rank_0_writes(spawned):
     assert p0.keys() == p1.keys()
     assert all(torch.equal(p0[k], p1[k]) for k in p0), "DDP ranks ended with different weights"
 
-    import trainer.train as train_mod
+    import trainer.state as state_mod
 
-    state, meta = train_mod.load_state(out / "last.safetensors")
+    state, meta = state_mod.load_state(out / "last.safetensors")
     assert all(torch.equal(state["model"][k], p0[k]) for k in p0)
     assert meta.world_size == WORLD
     rows = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
@@ -176,7 +176,7 @@ def test_an_interrupted_torchrun_run_leaves_the_process_group_and_exits_cleanly(
     assert proc.returncode != 0 and "SIGABRT" not in proc.stderr
     assert set(re.findall(r"exitcode\s*:\s*(-?\d+)", proc.stderr)) <= {"130"}, proc.stderr[-3000:]
     assert "error: interrupted at epoch 1 step 2; checkpoint saved" in proc.stderr
-    import trainer.train as train_mod
+    import trainer.state as state_mod
 
-    _, saved = train_mod.load_state(out / "last.safetensors")
+    _, saved = state_mod.load_state(out / "last.safetensors")
     assert (saved.counters["epoch"], saved.counters["step"]) == (0, 2) and saved.world_size == WORLD

@@ -116,7 +116,7 @@ def test_a_distilled_run_learns_otherwise_and_says_from_what(distilled, cache_ro
     assert result.finished
     assert any('"teacher"' in s and '"key"' in s for s in lines)
     plain = train(tiny_recipe(), cache_root, tmp_path / "plain", device="cpu", progress=False, log=lambda s: None)
-    assert [r["train_loss"] for r in plain.history] != [r["train_loss"] for r in result.history]
+    assert [r.train_loss for r in plain.history] != [r.train_loss for r in result.history]
     assert read_meta(out / "best.safetensors")["recipe"]["train"]["distill_weight"] == 0.7
 
 

@@ -8,6 +8,7 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from guesser.labels import FAMILIES_6, default_label_space, fold_families
 from guesser.scoring import family_source
@@ -122,6 +123,15 @@ def test_d_prime_from_mann_whitney_auc(data):
     per = M.per_label_auc(y, s)
     assert math.isnan(per[3])
     assert [per[k] for k in cols] == pytest.approx(aucs, abs=1e-12)
+
+
+def test_macros_from_per_label_scores_are_the_macro_metrics_exactly(data):
+    """guesser evaluate computes each label's AP and AUC once and averages them: the same numbers, bit for bit."""
+    y, s = data
+    assert M.macro_of(M.per_label_auc(y, s)) == M.macro_auc(y, s)
+    assert M.macro_of(M.per_label_ap(y, s)) == M.mean_average_precision(y, s)
+    assert math.isnan(M.macro_of(np.full(3, np.nan)))
+    assert M.micro_roc(y, s)["auc"] == roc_auc_score(y.ravel(), s.ravel())
 
 
 def test_d_prime_of_a_chance_ranking_is_zero_and_grows_with_separation():

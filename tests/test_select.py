@@ -44,7 +44,7 @@ def test_forward_select_keeps_the_good_model_and_leaves_out_noise():
     junk = run("junk", np.random.default_rng(2).random(y.shape), y)
     sel = forward_select([junk, good])
     assert sel.weights.get("good", 0) >= 1 and "junk" not in sel.weights
-    assert sel.history[0]["added"] == "good"
+    assert sel.history[0].added == "good"
     assert sel.objective == pytest.approx(objective([junk, good], {"good": sel.weights["good"]})[0])
 
 
@@ -76,6 +76,8 @@ def test_written_index_has_weights_and_a_rule(tmp_path):
     rule = ConfidenceRule.from_dict(data["confidence"])
     assert rule is not None and 0 <= rule.min_top_score <= 1
     assert read_rule([out]) == rule
+    steps = Selection.from_json(data["selection"], str(out)).history  # the selection reads back as written
+    assert steps == sel.history and steps[0].added == "good" and steps[-1].objective == sel.objective
 
 
 def test_calibrate_picks_the_lowest_threshold_meeting_the_precision():

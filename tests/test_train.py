@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+import trainer.state as state_mod
 import trainer.train as train_mod
 from guesser.checkpoint import load_checkpoint, read_meta
 from guesser.errors import GuesserError
@@ -56,14 +57,14 @@ def test_two_epochs_lower_the_loss_and_write_a_loadable_model(reference):
 
     result, out, lines = reference
     assert result.finished and result.epochs_run == 2
-    losses = [row["train_loss"] for row in result.history]
+    losses = [row.train_loss for row in result.history]
     assert losses[1] < losses[0]
-    assert all(0.0 <= row["val_map"] <= 1.0 and np.isfinite(row["val_loss"]) for row in result.history)
+    assert all(0.0 <= row.val_map <= 1.0 and np.isfinite(row.val_loss) for row in result.history)
 
     # one JSON line per epoch, printed and in metrics.jsonl
     printed = [json.loads(s) for s in lines]
     assert [r["epoch"] for r in printed] == [1, 2]
-    assert [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()] == result.history
+    assert [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()] == [r.to_json() for r in result.history]
 
     model = load_model(out / "best.safetensors")
     assert model.task == "labels" and model.classes == default_label_space().vocabulary.names
@@ -76,7 +77,7 @@ def test_two_epochs_lower_the_loss_and_write_a_loadable_model(reference):
 
     # best.safetensors holds the weights of the best epoch: here the last one, whose state ends the run
     if result.best_epoch == 2:
-        state, _ = train_mod.load_state(out / "last.safetensors")
+        state, _ = state_mod.load_state(out / "last.safetensors")
         best, _ = load_checkpoint(out / "best.safetensors")
         assert best.keys() == state["model"].keys()
         assert all(torch.equal(v, state["model"][k]) for k, v in best.items())
@@ -179,7 +180,7 @@ def test_early_stopping_and_plateau_schedule(cache_root, tmp_path, monkeypatch):
     result = train(recipe, cache_root, tmp_path / "run", device="cpu", progress=False, log=lambda s: None)
     # best at epoch 2; epochs 3 and 4 do not beat it; 2 epochs without improvement: stop after epoch 4
     assert result.epochs_run == 4 and result.best_epoch == 2 and result.best_score == 0.6
-    assert [row["lr"] for row in result.history] == [1e-3, 1e-3, 1e-3, 5e-4]  # halved after epoch 3's setback
+    assert [row.lr for row in result.history] == [1e-3, 1e-3, 1e-3, 5e-4]  # halved after epoch 3's setback
     summary = json.loads((tmp_path / "run" / "run.json").read_text())
     assert summary["early_stopped"] and summary["best_epoch"] == 2
     assert read_meta(tmp_path / "run" / "best.safetensors")["best_epoch"] == 2
@@ -192,14 +193,14 @@ def test_val_every_still_logs_every_epoch_and_validates_the_last(cache_root, tmp
     validated = _scripted_validation(monkeypatch, [0.3, 0.4])
     recipe = tiny_recipe(epochs=3, batch_size=8, val_every=2, scheduler="none", warmup_epochs=0, augment={})
     result = train(recipe, cache_root, tmp_path / "run", device="cpu", progress=False, log=lambda s: None)
-    assert [r["epoch"] for r in result.history] == [1, 2, 3]
-    assert ["val_map" in r for r in result.history] == [False, True, True]
+    assert [r.epoch for r in result.history] == [1, 2, 3]
+    assert [r.val_map is not None for r in result.history] == [False, True, True]
     assert validated == [1, 2]
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 3
 
 
 def test_warmup_then_cosine_learning_rate():
-    from trainer.train import scheduled_lr
+    from trainer.optim import scheduled_lr
 
     t = tiny_recipe(epochs=4, warmup_epochs=1, lr=1e-3, min_lr=1e-5).train
     lrs = [scheduled_lr(t, it, 10) for it in range(40)]
@@ -216,7 +217,7 @@ def test_families_task_with_cross_entropy(cache_root, tmp_path):
 
     recipe = tiny_recipe("fam", arch="family_cnn", task="families", epochs=1, batch_size=8)
     result = train(recipe, cache_root, tmp_path / "run", device="cpu", progress=False, log=lambda s: None)
-    assert "val_family_map" in result.history[0] and 0 < result.best_score <= 1
+    assert result.history[0].val_family_map is not None and 0 < result.best_score <= 1
     model = load_model(tmp_path / "run" / "best.safetensors")
     assert model.task == "families" and model.classes == FAMILIES_6
 
@@ -225,7 +226,7 @@ def test_prior_bias_starts_the_head_at_the_label_prior(cache_root, fsd_cache, tm
     recipe = tiny_recipe(loss="focal", prior_bias=True, focal_alpha=0.25, focal_gamma=2.0, augment={},
                          oversample=False, warmup_epochs=0, scheduler="none")
     train(recipe, cache_root, tmp_path / "run", device="cpu", progress=False, max_steps=1, log=lambda s: None)
-    model = train_mod.load_state(tmp_path / "run" / "last.safetensors")[0]["model"]
+    model = state_mod.load_state(tmp_path / "run" / "last.safetensors")[0]["model"]
     bias = model[[k for k in model if k.startswith("head.") and k.endswith(".bias")][-1]]
     pi = np.clip(fsd_cache.split("train").targets.mean(axis=0), 1e-3, 1 - 1e-3)
     prior = torch.tensor(np.log(pi / (1 - pi)), dtype=torch.float32)
@@ -235,7 +236,7 @@ def test_prior_bias_starts_the_head_at_the_label_prior(cache_root, fsd_cache, tm
 
 
 def test_precision_choice(monkeypatch):
-    from trainer.train import autocast_dtype
+    from trainer.device import autocast_dtype
 
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -251,7 +252,7 @@ def test_precision_choice(monkeypatch):
 def test_ema_weights_are_validated_kept_and_resumed_exactly(cache_root, tmp_path):
     """With ema_decay the best checkpoint holds the moving average (not the raw weights), and a
     run stopped mid-epoch and resumed ends with the same average as one that never stopped."""
-    from trainer.train import load_state
+    from trainer.state import load_state
 
     recipe = tiny_recipe("ema", ema_decay=0.9)
     with one_thread():
@@ -274,7 +275,7 @@ def test_ema_weights_are_validated_kept_and_resumed_exactly(cache_root, tmp_path
 
 def test_ema_warmup_follows_the_weights_early_and_settles_later():
     """The ramped decay (1+n)/(10+n) capped at ``decay``, checked against that formula step by step."""
-    from trainer.train import ema_with_warmup
+    from trainer.optim import ema_with_warmup
 
     update = ema_with_warmup(0.99)
     ema, expected = [torch.zeros(3)], torch.zeros(3)
@@ -294,6 +295,6 @@ def test_a_recipe_saved_before_a_new_option_existed_still_resumes():
     current = tiny_recipe().to_dict()
     older = json.loads(json.dumps(current))
     del older["train"]["ema_warmup"]
-    assert train_mod.recipe_difference(train_mod._with_defaults(older), current) is None
+    assert state_mod.recipe_difference(state_mod._with_defaults(older), current) is None
     older["train"]["lr"] = 0.5
-    assert train_mod.recipe_difference(train_mod._with_defaults(older), current) == "train.lr (0.5 vs 0.001)"
+    assert state_mod.recipe_difference(state_mod._with_defaults(older), current) == "train.lr (0.5 vs 0.001)"

@@ -67,5 +67,7 @@ def same_tensors(a: Path, b: Path) -> list[str]:
     return [k for k in ta if ta[k].dtype != tb[k].dtype or not torch.equal(ta[k], tb[k])]
 
 
-def without_time(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+def without_time(history: list) -> list[dict]:
+    """Metrics rows (MetricsRow objects or metrics.jsonl dicts) without their time, which differs between runs."""
+    rows = [row if isinstance(row, dict) else row.to_json() for row in history]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]

@@ -23,7 +23,6 @@ confusion matrix, class names), so a report never needs the cache or a model.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from guesser.checkpoint import INDEX_NAME, ModelsIndex, atomic_write_text
+from guesser.checkpoint import INDEX_NAME, ModelsIndex
 from guesser.ensemble import LoadedModel, load_model, resolve_models
 from guesser.errors import CheckpointError, DataError, GuesserError
 from guesser.labels import FAMILIES_6, FAMILY_SETS, LabelSpace, Vocabulary, default_label_space
@@ -40,9 +39,9 @@ from guesser.models import TASK_FAMILIES, TASK_LABELS
 from guesser.scoring import family_source, fuse
 from trainer import metrics as M
 from trainer.fsd50k import family_targets
+from trainer.records import RECORD_VERSION, EvalResult
 
 SPLITS = ("eval", "val")
-RESULT_VERSION = 1
 
 
 @dataclass
@@ -154,8 +153,7 @@ def outside_package(path: Path, checkpoint: Path | None = None) -> Path:
 
 def open_cache(cache: Path, model: LoadedModel):
     from trainer.cache import find_cache
-    from trainer.multi import recorded_data_root
-    from trainer.preprocess import build_hint
+    from trainer.preprocess import build_hint, recorded_data_root
 
     try:
         return find_cache(cache, model.features)
@@ -191,10 +189,11 @@ def family_section(soft: np.ndarray, scores: np.ndarray, names: tuple[str, ...])
     """Family mAP, top-family accuracy/F1, confusion matrix and ROC of [N, F] family scores."""
     truth = (soft > 0).astype(np.uint8)
     single = M.single_label_scores(soft, scores)
+    ap = M.per_label_ap(truth, scores)
     return {
-        "summary": {"family_map": M.mean_average_precision(truth, scores), "family_accuracy": single.accuracy,
+        "summary": {"family_map": M.macro_of(ap), "family_accuracy": single.accuracy,
                     "family_f1_macro": single.f1_macro},
-        "families": {"names": list(names), "ap": M.per_label_ap(truth, scores),
+        "families": {"names": list(names), "ap": ap,
                      "positives": truth.sum(axis=0), "support": single.support},
         "confusion": {"classes": list(names), "matrix": single.confusion},
         "roc_families": {"micro": M.micro_roc(truth, scores), "per_class": M.per_class_roc(truth, scores, names)},
@@ -207,13 +206,15 @@ def label_section(split: Scores, val: Scores, space: LabelSpace) -> dict:
     thresholds = M.tune_thresholds(val.targets, val.probs)
     ts = M.threshold_scores(y, p, thresholds)
     names = space.vocabulary.names
+    ap, auc = M.per_label_ap(y, p), M.per_label_auc(y, p)  # once each: mAP, the macro AUC and d' are means
+    macro_auc = M.macro_of(auc)
     return {
-        "summary": {"map": M.mean_average_precision(y, p), "d_prime": M.d_prime(y, p), "auc": M.macro_auc(y, p),
+        "summary": {"map": M.macro_of(ap), "d_prime": M.d_prime_from_auc(macro_auc), "auc": macro_auc,
                     "lwlrap": M.lwlrap(y, p), "f1_micro": ts.f1_micro, "f1_macro": ts.f1_macro,
                     "precision_micro": ts.precision_micro, "recall_micro": ts.recall_micro,
                     "precision_macro": ts.precision_macro, "recall_macro": ts.recall_macro,
                     "subset_accuracy": ts.subset_accuracy, "label_accuracy": ts.label_accuracy},
-        "labels": {"names": list(names), "ap": M.per_label_ap(y, p), "auc": M.per_label_auc(y, p),
+        "labels": {"names": list(names), "ap": ap, "auc": auc,
                    "f1": ts.per_label_f1, "accuracy": ts.per_label_accuracy, "threshold": thresholds,
                    "positives": y.sum(axis=0)},
         "roc_labels": {"micro": M.micro_roc(y, p)},
@@ -360,7 +361,7 @@ def jsonable(x):
 
 def model_header(run: ModelRun, split: str) -> dict:
     m = run.model
-    return {"version": RESULT_VERSION, "kind": m.task, "name": m.name, "member": m.member, "arch": m.meta.arch,
+    return {"version": RECORD_VERSION, "kind": m.task, "name": m.name, "member": m.member, "arch": m.meta.arch,
             "task": m.task, "checkpoint": str(m.path), "run": str(m.path.parent), "split": split,
             "cache": str(run.cache), "clips": int(len(run.split.fnames)), "params": m.meta.params,
             "thresholds_from": "val" if m.task == TASK_LABELS else None,
@@ -401,7 +402,7 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
 
     group_of = load_groups(groups) if groups else None
     synthetic = tuple(synthetic) if synthetic is not None else SYNTHETIC_DEFAULT
-    from trainer.train import pick_device
+    from trainer.device import pick_device
 
     if split not in SPLITS:
         raise GuesserError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -409,7 +410,7 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
     status = Console(stderr=True)
     ckpts, ens_dir = resolve_targets([Path(r) for r in runs], Path(index))
     dev = pick_device(device)
-    results: list[dict] = []
+    results: list[tuple[EvalResult, Path]] = []
     evaluated: list[ModelRun] = []
     for ckpt, weight in ckpts:
         # the app's fused inference path is a CPU (oneDNN) path; on a GPU the module as trained gives the same logits
@@ -427,23 +428,19 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
         body = evaluate_labels_model(run) if model.task == TASK_LABELS else evaluate_families_model(run)
         if group_of is not None:
             body["groups"] = model_groups(run, group_of, synthetic)
-        result = jsonable(model_header(run, split) | {"seconds": round(seconds, 1)} | body)
         out = outside_package(result_path(Path(ckpt), split), Path(ckpt))
-        atomic_write_text(out, json.dumps(result, indent=1))
-        result["path"] = str(out)
-        results.append(result)
+        results.append(written(model_header(run, split) | {"seconds": round(seconds, 1)} | body, out))
     if ensemble and len(evaluated) > 1:
         body = evaluate_ensemble(evaluated, refit=not chosen_by_selection(runs, index))
         if group_of is not None:
             fit = body.get("family_weights")
             lab, fam = ensemble_scores(evaluated, "split", None if fit is None else fit["chosen"])
             body["groups"] = grouped(fam, None if lab is None else lab.probs, fam.probs, group_of, synthetic)
-        header = {"version": RESULT_VERSION, "kind": "ensemble", "name": "ensemble", "member": "ensemble",
+        header = {"version": RECORD_VERSION, "kind": "ensemble", "name": "ensemble", "member": "ensemble",
                   "task": "ensemble", "split": split, "models": [r.model.name for r in evaluated],
                   "checkpoints": [str(r.model.path) for r in evaluated],
                   "params": sum(r.model.meta.params or 0 for r in evaluated),
                   "thresholds_from": "val", "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        result = jsonable(header | body)
         if "family_weights" in body:
             chosen = body["family_weights"]["chosen"]
             if write_index and not runs:
@@ -453,19 +450,23 @@ def run_evaluate(runs: list[Path], cache: Path, split: str = "eval", index: Path
                 where = f"; to use them, rerun with --index {index} --write-index" if not runs else ""
             status.print("family models' weights in the ensemble (best family mAP on val; label models 1): "
                          + ", ".join(f"{n} {w:g}" for n, w in chosen.items()) + where, markup=False)
-        out = outside_package(ensemble_path(ens_dir, split))
-        atomic_write_text(out, json.dumps(result, indent=1))
-        result["path"] = str(out)
-        results.append(result)
+        results.append(written(header | body, outside_package(ensemble_path(ens_dir, split))))
     print_summary(results, split, console)
-    return results
+    return [r.to_json() | {"path": str(path)} for r, path in results]
+
+
+def written(doc: dict, out: Path) -> tuple[EvalResult, Path]:
+    """``doc`` as an :class:`EvalResult` (numbers made JSON-ready), written to ``out``."""
+    result = EvalResult.from_json(jsonable(doc), str(out))
+    result.write(out)
+    return result, out
 
 
 def fmt(v, digits: int = 3) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
-def print_summary(results: list[dict], split: str, console) -> None:
+def print_summary(results: list[tuple[EvalResult, Path]], split: str, console) -> None:
     """One row per model (and the ensemble); narrow enough for an 80-column terminal."""
     from rich import box
     from rich.markup import escape
@@ -476,28 +477,27 @@ def print_summary(results: list[dict], split: str, console) -> None:
     table.add_column("model", overflow="fold", min_width=16, ratio=1)
     for col in ("mAP", "d'", "lwlrap", "F1 µ/M", "fam mAP", "fam acc"):
         table.add_column(col, justify="right", no_wrap=True)
-    for r in results:
-        s = r["summary"]
-        f1 = f"{fmt(s.get('f1_micro'))}/{fmt(s.get('f1_macro'))}" if "f1_micro" in s else fmt(s.get("family_f1_macro"))
-        name = Text(r["name"])
-        name.append(f"\n{r['task']} · {r['clips']} clips", style="dim")
-        table.add_row(name, fmt(s.get("map")), fmt(s.get("d_prime")), fmt(s.get("lwlrap")), f1,
-                      fmt(s.get("family_map")), fmt(s.get("family_accuracy")))
+    for r, _ in results:
+        s = r.summary
+        f1 = f"{fmt(s.f1_micro)}/{fmt(s.f1_macro)}" if s.has_labels else fmt(s.family_f1_macro)
+        name = Text(r.name)
+        name.append(f"\n{r.task} · {r.clips} clips", style="dim")
+        table.add_row(name, fmt(s.map), fmt(s.d_prime), fmt(s.lwlrap), f1, fmt(s.family_map), fmt(s.family_accuracy))
     console.print(table)
-    for r in results:
-        if r.get("groups"):
+    for r, _ in results:
+        if r.groups:
             console.print(group_table(r))
-    for r in results:
-        console.print(f"[dim]{escape(str(r['name']))}: results → {escape(str(r['path']))}[/]")
+    for r, path in results:
+        console.print(f"[dim]{escape(str(r.name))}: results → {escape(str(path))}[/]")
 
 
-def group_table(result: dict):
+def group_table(result: EvalResult):
     """Per-group rows of one result (mAP, lwlrap, top-1, top-family), then the real-recordings summary."""
     from rich import box
     from rich.table import Table
 
-    g = result["groups"]
-    table = Table(title=f"{result['name']} by group ({result['split']})", box=box.SIMPLE_HEAD, pad_edge=False)
+    g = result.groups
+    table = Table(title=f"{result.name} by group ({result.split})", box=box.SIMPLE_HEAD, pad_edge=False)
     for col, justify in (("group", "left"), ("clips", "right"), ("mAP", "right"), ("lwlrap", "right"),
                          ("top-1", "right"), ("top family", "right")):
         table.add_column(col, justify=justify, no_wrap=True)

@@ -10,7 +10,6 @@ ranking), its metadata kept and extended with its evaluation results when
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -20,8 +19,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from guesser.checkpoint import INDEX_NAME, ModelsIndex, load_model_checkpoint, read_model_meta, save_model_checkpoint
+from guesser.checkpoint import (INDEX_NAME, ModelsIndex, index_file, load_model_checkpoint, read_model_meta,
+                                save_model_checkpoint)
 from guesser.errors import CheckpointError, GuesserError
+from trainer.records import EvalResult
 
 MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 """A member name as exported: ``<member>.safetensors`` stays inside ``--out`` whatever the checkpoint says."""
@@ -33,15 +34,13 @@ def eval_summary(run_dir: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as e:
-        raise GuesserError(f"{path}: cannot read it as JSON ({type(e).__name__}); rerun guesser evaluate") from None
-    keep = ("map", "d_prime", "lwlrap", "family_map", "family_accuracy", "f1_macro")
-    summary = data.get("summary", {}) if isinstance(data, dict) else None
-    if not isinstance(summary, dict):
-        raise GuesserError(f"{path}: not a guesser evaluation result; rerun guesser evaluate")
-    return {"split": str(data.get("split")), "clips": data.get("clips") if isinstance(data.get("clips"), int) else None,
-            **{k: summary[k] for k in keep if isinstance(summary.get(k), (int, float))}}
+        result = EvalResult.read(path)
+    except GuesserError as e:
+        raise GuesserError(f"{e}; rerun guesser evaluate") from None
+    s = result.summary
+    keep = {"map": s.map, "d_prime": s.d_prime, "lwlrap": s.lwlrap, "family_map": s.family_map,
+            "family_accuracy": s.family_accuracy, "f1_macro": s.f1_macro}
+    return {"split": str(result.split), "clips": result.clips, **{k: v for k, v in keep.items() if v is not None}}
 
 
 def export_models(index: Path, out: Path, *, dtype: torch.dtype = torch.float16) -> Path:
@@ -52,8 +51,7 @@ def export_models(index: Path, out: Path, *, dtype: torch.dtype = torch.float16)
     two models of one member, or a damaged ``eval.json`` export nothing. The new
     index keeps the source's weights, selection and "not sure" rule.
     """
-    index = Path(index)
-    index = index / INDEX_NAME if index.is_dir() else index
+    index = index_file(index)
     if not index.is_file():
         raise CheckpointError(f"{index}: no models index there (train some with 'guesser train multi')")
     src = ModelsIndex.read(index)

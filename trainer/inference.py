@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from guesser.ensemble import BATCH_WINDOWS
 from guesser.features import FeatureConfig
 from guesser.scoring import batches, model_probs, windows
 from trainer.cache import CachedSplit
@@ -23,19 +24,34 @@ def split_windows(split: CachedSplit, cfg: FeatureConfig, rows=None):
     return (windows(torch.from_numpy(split.clip(int(i))), cfg) for i in (range(len(split)) if rows is None else rows))
 
 
+def default_batch_size(device: torch.device | str) -> int:
+    """Windows per forward pass: the app's 16 on a CPU, 64 on a GPU.
+
+    On a CPU a batch's activations should stay in the caches: 64 windows of a
+    compact-front-end model put 39 MB through the first layer (bf16) and cost
+    1.6-1.8x the CPU time per clip of 16 (``benchmarks/evaluate.py``); a GPU
+    wants larger batches to fill it.
+    """
+    return 64 if torch.device(device).type == "cuda" else BATCH_WINDOWS
+
+
 def predict_split(
     model: torch.nn.Module,
     split: CachedSplit,
     cfg: FeatureConfig,
     task: str,
     *,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     device: torch.device | str = "cpu",
     autocast_dtype: torch.dtype | None = None,
 ) -> np.ndarray:
-    """Per-clip probabilities [N, K]: sigmoid (labels) or softmax (families), mean over windows."""
+    """Per-clip probabilities [N, K]: sigmoid (labels) or softmax (families), mean over windows.
+
+    ``batch_size`` (windows per forward pass) defaults to :func:`default_batch_size` for ``device``.
+    """
     model.eval()
-    out = model_probs(model, batches(split_windows(split, cfg), batch_size), task, device=device,
+    size = batch_size or default_batch_size(device)
+    out = model_probs(model, batches(split_windows(split, cfg), size), task, device=device,
                       autocast_dtype=autocast_dtype)
     if len(out.clip_ids) == 0:
         return np.zeros((0, 0), np.float32)

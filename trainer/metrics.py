@@ -26,6 +26,7 @@ import numpy as np
 from scipy.stats import norm
 from sklearn.metrics import (
     accuracy_score,
+    auc,
     average_precision_score,
     confusion_matrix,
     f1_score,
@@ -97,6 +98,13 @@ def macro_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
     if len(cols) == 0:
         return float("nan")
     return float(roc_auc_score(y_true[:, cols], y_score[:, cols], average="macro"))
+
+
+def macro_of(per_label: np.ndarray) -> float:
+    """The macro average of per-label scores (NaN labels left out): :func:`macro_auc` from
+    :func:`per_label_auc`'s result without computing every AUC again (the same mean of the same numbers)."""
+    defined = per_label[~np.isnan(per_label)]
+    return float(defined.mean()) if len(defined) else float("nan")
 
 
 def lwlrap(y_true: np.ndarray, y_score: np.ndarray) -> float:
@@ -246,7 +254,7 @@ def micro_roc(y_true: np.ndarray, y_score: np.ndarray, max_points: int = 101) ->
         return {"fpr": [], "tpr": [], "auc": None}
     fpr, tpr, _ = roc_curve(t, s)
     xs, ys = downsample_curve(fpr, tpr, max_points)
-    return {"fpr": xs, "tpr": ys, "auc": float(roc_auc_score(t, s))}
+    return {"fpr": xs, "tpr": ys, "auc": float(auc(fpr, tpr))}  # what roc_auc_score computes, without a second sort
 
 
 def per_class_roc(y_true: np.ndarray, y_score: np.ndarray, names, max_points: int = 51) -> dict[str, dict]:
@@ -255,5 +263,5 @@ def per_class_roc(y_true: np.ndarray, y_score: np.ndarray, names, max_points: in
     for k in _with_both(y_true):
         fpr, tpr, _ = roc_curve(y_true[:, k], y_score[:, k])
         xs, ys = downsample_curve(fpr, tpr, max_points)
-        out[names[k]] = {"fpr": xs, "tpr": ys, "auc": float(roc_auc_score(y_true[:, k], y_score[:, k]))}
+        out[names[k]] = {"fpr": xs, "tpr": ys, "auc": float(auc(fpr, tpr))}
     return out

@@ -7,7 +7,6 @@ trained set of models can be used with ``guesser classify --models runs``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -20,7 +19,9 @@ from guesser.errors import GuesserError
 from guesser.features import FeatureConfig
 from trainer.cache import cache_dir, is_complete
 from trainer.cache_build import build_cache
+from trainer.preprocess import recorded_data_root
 from trainer.recipe import Recipe, shipped_recipes
+from trainer.records import RunSummary
 
 console = Console(stderr=True)
 
@@ -28,22 +29,6 @@ console = Console(stderr=True)
 def is_main_rank() -> bool:
     """False on torchrun's ranks other than 0: they train but neither print nor write."""
     return int(os.environ.get("RANK", 0)) == 0
-
-
-def recorded_data_root(cache: Path) -> Path | None:
-    """The data set another finished cache under ``cache`` was built from, if it is still there.
-
-    Lets ``guesser train multi --cache c`` build a front-end that ``preprocess``
-    did not, without asking the user again where the data is.
-    """
-    for manifest in sorted(Path(cache).glob("*/manifest.json")):
-        try:
-            root = json.loads(manifest.read_text()).get("data_root")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(root, str) and (Path(root) / "FSD50K.ground_truth").is_dir():
-            return Path(root)
-    return None
 
 
 def ensure_cache(cache: Path, cfg: FeatureConfig, data: Path | None, progress: bool) -> None:
@@ -129,23 +114,17 @@ def train_all(*, cache: Path, data: Path | None, out: Path, recipes: str | None,
 
 def write_index(out: Path, names: list[str] | None = None) -> Path:
     """Pick each member's best finished run by validation score; write ``out/index.json``."""
-    runs = []
-    for rj in sorted(out.glob("*/run.json")):
-        info = json.loads(rj.read_text())
-        if names is not None and info["name"] not in names:
-            continue
-        if (rj.parent / "best.safetensors").exists():
-            runs.append(info)
-    best: dict[str, dict] = {}
-    for info in runs:
-        m = info["member"]
-        if m not in best or info["best_score"] > best[m]["best_score"]:
-            best[m] = info
+    runs = [RunSummary.read(rj) for rj in sorted(out.glob("*/run.json")) if (rj.parent / "best.safetensors").exists()]
+    runs = [r for r in runs if names is None or r.name in names]
+    best: dict[str, RunSummary] = {}
+    for r in runs:
+        if r.member not in best or r.best_score > best[r.member].best_score:
+            best[r.member] = r
     if not best:
         raise GuesserError(f"{out}: no finished runs to index")
-    entries = tuple(IndexEntry(path=f"{i['name']}/best.safetensors", member=m, name=i["name"], task=i["task"],
-                               score_name=score_name(i["task"]), val_score=round(i["best_score"], 6))
-                    for m, i in sorted(best.items()))
+    entries = tuple(IndexEntry(path=f"{r.name}/best.safetensors", member=m, name=r.name, task=r.task,
+                               score_name=score_name(r.task), val_score=round(r.best_score, 6))
+                    for m, r in sorted(best.items()))
     index = ModelsIndex(entries).write(out / INDEX_NAME)
     table = Table(title=f"members' best runs → {index}")
     for col in ("member", "run", "task", "validation score"):

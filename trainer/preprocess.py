@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -51,6 +52,22 @@ def build_hint(cache: str | Path, cfg: FeatureConfig, data_root: str | Path | No
     if preset is None:  # a front-end no preset has: only a recipe that uses it can build it
         return f"guesser train one RECIPE.toml --cache {cache} --data {root}"
     return f"guesser preprocess {root} --out {cache} --features {preset}"
+
+
+def recorded_data_root(cache: str | Path) -> Path | None:
+    """The data set another finished cache under ``cache`` was built from, if it is still there.
+
+    Lets ``guesser train multi --cache c`` build a front-end that ``preprocess``
+    did not, without asking the user again where the data is.
+    """
+    for manifest in sorted(Path(cache).glob("*/manifest.json")):
+        try:
+            root = json.loads(manifest.read_text()).get("data_root")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(root, str) and (Path(root) / "FSD50K.ground_truth").is_dir():
+            return Path(root)
+    return None
 
 
 def merge_shards(data_root: str | Path, out: str | Path, cfg: FeatureConfig) -> BuildResult:

@@ -3,7 +3,7 @@
 Why: the inference path (``guesser classify``, the TUI, ``benchmarks/infer.py``)
 must be testable and measurable before any model is trained, and tests must not
 depend on trained models being good. A random-weight checkpoint written through
-the trainer's own :func:`~trainer.train.model_meta` / :func:`~trainer.train.save_model`
+the trainer's own :func:`~trainer.weights.model_meta` / :func:`~trainer.weights.save_model`
 exercises exactly the loading code the real models go through, and costs exactly
 the same FLOPs.
 
@@ -54,7 +54,7 @@ def write_random_model(path: str | Path, spec: RandomSpec, *, seed: int = 0, val
                        trained_labels: list[str] | None = None, dtype: torch.dtype | None = None) -> Path:
     """Build ``spec.arch`` with seeded random weights and save it as a guesser model checkpoint."""
     from trainer.recipe import Recipe
-    from trainer.train import model_meta, save_model
+    from trainer.weights import model_meta, save_model
 
     recipe = Recipe.from_dict({
         "name": spec.name, "member": spec.member or spec.arch, "arch": spec.arch, "task": spec.task,

@@ -17,7 +17,6 @@ console output and saves it as a self-contained page.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from rich.text import Text
 
 from guesser.errors import GuesserError
 from guesser.labels import pretty
+from trainer.records import EvalResult, MetricsRow, RunSummary, Summary
 
 EVAL_FILE = "eval.json"
 ENSEMBLE_FILE = "ensemble_eval.json"
@@ -72,111 +72,16 @@ class RunFolder:
     """What a run folder holds; every part may be missing except the folder itself."""
 
     folder: Path
-    info: dict = field(default_factory=dict)  # run.json
-    history: list[dict] = field(default_factory=list)  # metrics.jsonl
-    evaluation: dict | None = None  # eval.json
+    info: RunSummary | None = None  # run.json
+    history: list[MetricsRow] = field(default_factory=list)  # metrics.jsonl
+    evaluation: EvalResult | None = None  # eval.json
 
     @property
     def name(self) -> str:
-        return self.info.get("name") or (self.evaluation or {}).get("name") or self.folder.name
+        return (self.info and self.info.name) or (self.evaluation and self.evaluation.name) or self.folder.name
 
 
 # ---------------------------------------------------------------- reading
-
-def read_json(path: Path) -> dict:
-    """A JSON object from ``path``; anything else (unreadable, not JSON, a list) is one line naming the file."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError) as e:
-        raise GuesserError(f"{path}: cannot read it as JSON ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-    if not isinstance(data, dict):
-        raise GuesserError(f"{path}: not a JSON object (a {type(data).__name__})")
-    return data
-
-
-def _number(v) -> bool:
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-
-
-def _numbers(v) -> bool:
-    return isinstance(v, list) and all(_number(x) for x in v)
-
-
-def check_run_info(path: Path, info: dict) -> dict:
-    """run.json's fields the report reads, type-checked (one line naming the file and the field)."""
-    for key in ("name", "member", "task", "cache"):
-        if key in info and not isinstance(info[key], (str, type(None))):
-            raise GuesserError(f"{path}: {key} must be text, got {info[key]!r:.40}")
-    for key in ("best_score", "params", "trained_seconds"):
-        if key in info and not _number(info[key]):
-            raise GuesserError(f"{path}: {key} must be a number, got {info[key]!r:.40}")
-    return info
-
-
-def check_result(path: Path, doc: dict) -> dict:
-    """eval.json / ensemble_eval.json, type-checked where the report reads them (one line naming the part)."""
-    def bad(what: str) -> GuesserError:
-        return GuesserError(f"{path}: not a guesser evaluation result ({what})")
-
-    for key in ("name", "split", "member", "task"):
-        if key in doc and not isinstance(doc[key], (str, type(None))):
-            raise bad(f"{key} must be text")
-    if "clips" in doc and not _number(doc["clips"]) or "params" in doc and not _number(doc["params"]):
-        raise bad("clips and params must be numbers")
-    summary = doc.get("summary", {})
-    if not isinstance(summary, dict) or not all(_number(v) for v in summary.values()):
-        raise bad("summary must map names to numbers")
-    if "models" in doc and not isinstance(doc["models"], list):
-        raise bad("models must be a list")
-    labels = doc.get("labels")
-    if labels is not None:
-        if not (isinstance(labels, dict) and isinstance(labels.get("names"), list) and _numbers(labels.get("ap"))
-                and _numbers(labels.get("positives")) and len(labels["names"]) == len(labels["ap"]) == len(labels["positives"])):
-            raise bad("labels must hold names, ap and positives of one length")
-    fams = doc.get("families")
-    if fams is not None and not (isinstance(fams, dict) and _numbers(fams.get("support", []))):
-        raise bad("families.support must be numbers")
-    conf = doc.get("confusion")
-    if conf is not None:
-        ok = isinstance(conf, dict) and isinstance(conf.get("classes"), list) and isinstance(conf.get("matrix"), list)
-        if not ok or len(conf["matrix"]) != len(conf["classes"]) or not all(
-                _numbers(row) and len(row) == len(conf["classes"]) and None not in row for row in conf["matrix"]):
-            raise bad("confusion must hold classes and a square matrix of numbers")
-    for key in ("roc_labels", "roc_families"):
-        roc = doc.get(key)
-        if roc is None:
-            continue
-        micro = roc.get("micro") if isinstance(roc, dict) else None
-        if micro is not None and not (isinstance(micro, dict) and _numbers(micro.get("fpr", []))
-                                      and _numbers(micro.get("tpr", [])) and _number(micro.get("auc"))
-                                      and len(micro.get("fpr", [])) == len(micro.get("tpr", []))
-                                      and None not in micro.get("fpr", []) + micro.get("tpr", [])):
-            raise bad(f"{key}.micro must hold fpr and tpr of one length")
-    return doc
-
-
-def read_history(path: Path) -> list[dict]:
-    """metrics.jsonl: one object per epoch; a line that is not, or an epoch/loss that is not a number, is one error."""
-    rows = []
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise GuesserError(f"{path}: cannot read it ({e})") from None
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (ValueError, RecursionError):
-            raise GuesserError(f"{path}:{n}: not a JSON line") from None
-        if isinstance(row, dict) and "epoch" in row:
-            for key in ("epoch", "train_loss", "val_loss"):  # NaN is a number here: a diverged run's loss
-                v = row.get(key)
-                if (key != "val_loss" or v is not None) and not (_number(v) and v is not None):
-                    raise GuesserError(f"{path}:{n}: {key} must be a number, got {v!r:.40}")
-            rows.append(row)
-    return rows
-
 
 def is_run(folder: Path) -> bool:
     return any((folder / f).is_file() for f in RUN_FILES)
@@ -185,15 +90,15 @@ def is_run(folder: Path) -> bool:
 def load_run(folder: Path) -> RunFolder:
     run = RunFolder(folder)
     if (folder / "run.json").is_file():
-        run.info = check_run_info(folder / "run.json", read_json(folder / "run.json"))
+        run.info = RunSummary.read(folder / "run.json")
     if (folder / "metrics.jsonl").is_file():
-        run.history = read_history(folder / "metrics.jsonl")
+        run.history = MetricsRow.read_lines(folder / "metrics.jsonl")
     if (folder / EVAL_FILE).is_file():
-        run.evaluation = check_result(folder / EVAL_FILE, read_json(folder / EVAL_FILE))
+        run.evaluation = EvalResult.read(folder / EVAL_FILE)
     return run
 
 
-def find_runs(runs: list[Path], root: Path) -> tuple[list[RunFolder], list[dict]]:
+def find_runs(runs: list[Path], root: Path) -> tuple[list[RunFolder], list[EvalResult]]:
     """(run folders, ensemble results) from the given paths, else from every run under ``root``."""
     folders: list[Path] = []
     containers: list[Path] = []
@@ -219,8 +124,7 @@ def find_runs(runs: list[Path], root: Path) -> tuple[list[RunFolder], list[dict]
         if not folders:
             raise GuesserError(f"{root}: no runs found; train with 'guesser train one RECIPE' or pass run folders")
     parents = {f.resolve().parent for f in folders} | {c.resolve() for c in containers}
-    ensembles = [check_result(d / ENSEMBLE_FILE, read_json(d / ENSEMBLE_FILE))
-                 for d in sorted(parents) if (d / ENSEMBLE_FILE).is_file()]
+    ensembles = [EvalResult.read(d / ENSEMBLE_FILE) for d in sorted(parents) if (d / ENSEMBLE_FILE).is_file()]
     return [load_run(f) for f in folders], ensembles
 
 
@@ -247,35 +151,23 @@ def duration_text(seconds) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def f1_text(summary: dict) -> str:
-    if "f1_micro" in summary:
-        return f"{num(summary.get('f1_micro'))}/{num(summary.get('f1_macro'))}"
-    return num(summary.get("family_f1_macro"))
-
-
-# ---------------------------------------------------------------- sections
-
-def _split_note(result: dict) -> str:
-    return f"{result.get('split')}, {result.get('clips')} clips"
-
-
-def rank_key(summary: dict) -> tuple[int, float]:
+def rank_key(summary: Summary) -> tuple[int, float]:
     """Label results by mAP, then family-only results by family mAP, then runs not evaluated."""
-    if summary.get("map") is not None:
-        return 0, -summary["map"]
-    if summary.get("family_map") is not None:
-        return 1, -summary["family_map"]
+    if summary.map is not None:
+        return 0, -summary.map
+    if summary.family_map is not None:
+        return 1, -summary.family_map
     return 2, 0.0
 
 
-def leaderboard(runs: list[RunFolder], ensembles: list[dict]) -> Table:
+def leaderboard(runs: list[RunFolder], ensembles: list[EvalResult]) -> Table:
     """Runs, members and ensembles by test mAP (family mAP for family models), then the reference rows.
 
     Eight columns so that it fits an 80-column terminal; the second line of a
     run's cell says what it is (member, task, best validation score).
     """
     results = [r.evaluation for r in runs if r.evaluation] + ensembles
-    notes = {_split_note(e) for e in results}
+    notes = {e.split_note for e in results}
     uniform = len(notes) == 1  # every result on the same split and clips: say it once, in the title
     title = "leaderboard" + (f" (test metrics on {next(iter(notes))})" if uniform else "")
     caption = ("val: best validation score in training (mAP; family mAP for family models). F1: macro over labels "
@@ -286,30 +178,28 @@ def leaderboard(runs: list[RunFolder], ensembles: list[dict]) -> Table:
     for col in ("mAP", "d'", "lwlrap", "fam mAP", "F1", "params", "time"):
         table.add_column(col, justify="right", no_wrap=True)
 
-    def cells(s: dict) -> list[str]:
-        f1 = s.get("f1_macro", s.get("family_f1_macro"))
-        return [num(s.get("map")), num(s.get("d_prime")), num(s.get("lwlrap")), num(s.get("family_map")), num(f1)]
+    def cells(s: Summary) -> list[str]:
+        return [num(s.map), num(s.d_prime), num(s.lwlrap), num(s.family_map), num(s.f1)]
 
     rows = []
     for r in runs:
-        ev = r.evaluation or {}
-        s = ev.get("summary", {})
-        tags = [r.info.get("member") or ev.get("member") or "", r.info.get("task") or ev.get("task") or ""]
-        if r.info.get("best_score") is not None:
-            tags.append(f"val {num(r.info['best_score'])}")
+        ev, info = r.evaluation, r.info
+        s = ev.summary if ev else Summary()
+        tags = [(info and info.member) or (ev and ev.member) or "", (info and info.task) or (ev and ev.task) or ""]
+        if info is not None:
+            tags.append(f"val {num(info.best_score)}")
         if ev and not uniform:
-            tags.append(_split_note(ev))
+            tags.append(ev.split_note)
         label = Text(r.name)
         label.append("\n" + " · ".join(t for t in tags if t), style="dim")
         rows.append((rank_key(s),
-                     [label, *cells(s), params_text(r.info.get("params") or ev.get("params")),
-                      duration_text(r.info.get("trained_seconds"))]))
+                     [label, *cells(s), params_text((info and info.params) or (ev and ev.params)),
+                      duration_text(info.trained_seconds if info else None)]))
     for e in ensembles:
-        s = e.get("summary", {})
-        label = Text(e.get("name", "ensemble"), style="bold")
-        tags = [f"{len(e.get('models', []))} models"] + ([_split_note(e)] if not uniform else [])
+        label = Text(e.name, style="bold")
+        tags = [f"{len(e.models or ())} models"] + ([e.split_note] if not uniform else [])
         label.append("\n" + " · ".join(tags), style="dim")
-        rows.append((rank_key(s), [label, *cells(s), params_text(e.get("params")), "—"]))
+        rows.append((rank_key(e.summary), [label, *cells(e.summary), params_text(e.params), "—"]))
     rows.sort(key=lambda kr: kr[0])
     for _, row in rows:
         table.add_row(*row)
@@ -320,12 +210,12 @@ def leaderboard(runs: list[RunFolder], ensembles: list[dict]) -> Table:
     return table
 
 
-def best_worst_labels(result: dict, k: int = 8) -> Table | None:
+def best_worst_labels(result: EvalResult, k: int = 8) -> Table | None:
     """Two columns: the ``k`` best and ``k`` worst labels by AP (labels with a positive only)."""
-    labels = result.get("labels")
+    labels = result.labels
     if not labels:
         return None
-    rows = [(ap, n, pos) for n, ap, pos in zip(labels["names"], labels["ap"], labels["positives"]) if ap is not None]
+    rows = [(ap, n, pos) for n, ap, pos in zip(labels.names, labels.ap, labels.positives) if ap is not None]
     if not rows:
         return None
     rows.sort(key=lambda r: -r[0])
@@ -343,7 +233,7 @@ def best_worst_labels(result: dict, k: int = 8) -> Table | None:
         return t
 
     grid = Table.grid(padding=(0, 3))
-    grid.title = Text(f"{result['name']}: labels by AP on {result.get('split')} ({len(rows)} labels with positives)")
+    grid.title = Text(f"{result.name}: labels by AP on {result.split} ({len(rows)} labels with positives)")
     grid.add_row(half("best", best), half("worst", worst))
     return grid
 
@@ -386,13 +276,12 @@ def loss_chart(run: RunFolder, width: int) -> Text | None:
         return None
     if len(h) == 1:  # a chart of two dots says less than the numbers
         r = h[0]
-        val = f", val loss {r['val_loss']:.4f}" if r.get("val_loss") is not None else ""
-        return Text(f"{run.name}: loss per epoch — one epoch only: train loss {r['train_loss']:.4f}{val} "
+        val = f", val loss {r.val_loss:.4f}" if r.val_loss is not None else ""
+        return Text(f"{run.name}: loss per epoch — one epoch only: train loss {r.train_loss:.4f}{val} "
                     "(a curve needs two epochs)")
     finite = math.isfinite  # a diverged epoch's NaN loss is left out of the curve, not drawn
-    train = [(r["epoch"], r["train_loss"]) for r in h if finite(r["epoch"]) and finite(r["train_loss"])]
-    val = [(r["epoch"], r["val_loss"]) for r in h
-           if r.get("val_loss") is not None and finite(r["epoch"]) and finite(r["val_loss"])]
+    train = [(r.epoch, r.train_loss) for r in h if finite(r.train_loss)]
+    val = [(r.epoch, r.val_loss) for r in h if r.val_loss is not None and finite(r.val_loss)]
     if not train:
         return Text(f"{run.name}: loss per epoch — no finite train loss (the run diverged)")
     series = [("train loss", [e for e, _ in train], [v for _, v in train], True)]
@@ -401,12 +290,12 @@ def loss_chart(run: RunFolder, width: int) -> Text | None:
     return chart(series, f"{run.name}: loss per epoch", "epoch", width)
 
 
-def roc_chart(results: list[dict], key: str, title: str, width: int) -> Text | None:
+def roc_chart(results: list[EvalResult], key: str, title: str, width: int) -> Text | None:
     series = []
     for r in results:
-        roc = (r.get(key) or {}).get("micro") or {}
-        if roc.get("fpr"):
-            series.append((f"{r['name']} (AUC {num(roc.get('auc'))})", roc["fpr"], roc["tpr"], True))
+        roc = getattr(r, key)
+        if roc is not None and roc.fpr:
+            series.append((f"{r.name} (AUC {num(roc.auc)})", roc.fpr, roc.tpr, True))
     if not series:
         return None
     series.append(("chance", [0.0, 1.0], [0.0, 1.0], True))
@@ -421,20 +310,20 @@ def heat_style(v: float) -> Style:
     return Style(bgcolor=Color.from_rgb(*rgb), color="white" if v > 0.5 else "black")
 
 
-def confusion_heatmap(result: dict) -> Table | None:
-    conf = result.get("confusion")
+def confusion_heatmap(result: EvalResult) -> Table | None:
+    conf = result.confusion
     if not conf:
         return None
-    classes = [FAMILY_SHORT.get(c, c) for c in conf["classes"]]
-    support = (result.get("families") or {}).get("support") or [None] * len(classes)
-    t = Table(title=Text(f"{result['name']}: top family, row-normalised (rows: true, columns: predicted)"),
+    classes = [FAMILY_SHORT.get(c, c) for c in conf.classes]
+    support = (result.families and result.families.support) or [None] * len(classes)
+    t = Table(title=Text(f"{result.name}: top family, row-normalised (rows: true, columns: predicted)"),
               box=box.SIMPLE, pad_edge=False, caption_justify="left",
               caption="clips: clips of the true family (a clip of two families counts ½ in each row)")
     t.add_column("true \\ pred")
     for c in classes:
         t.add_column(c, justify="right")
     t.add_column("clips", justify="right", style="dim")
-    for name, row, n in zip(classes, conf["matrix"], support):
+    for name, row, n in zip(classes, conf.matrix, support):
         if not n:  # no clip of this family: nothing to normalise
             t.add_row(Text(str(name)), *["·"] * len(row), "0", style="dim")
             continue
@@ -444,13 +333,13 @@ def confusion_heatmap(result: dict) -> Table | None:
 
 
 def not_evaluated(run: RunFolder) -> str:
-    cache = Path(run.info["cache"]).parent if run.info.get("cache") else Path("cache")
+    cache = Path(run.info.cache).parent if run.info and run.info.cache else Path("cache")
     return f"{run.name}: not evaluated yet — run: guesser evaluate {run.folder} --cache {cache}"
 
 
 # ---------------------------------------------------------------- the command
 
-def render(console: Console, runs: list[RunFolder], ensembles: list[dict], width: int) -> None:
+def render(console: Console, runs: list[RunFolder], ensembles: list[EvalResult], width: int) -> None:
     console.rule("[bold]guesser report")
     console.print(leaderboard(runs, ensembles))
     for r in runs:
@@ -458,7 +347,7 @@ def render(console: Console, runs: list[RunFolder], ensembles: list[dict], width
             console.print(Text(not_evaluated(r), style="yellow"))
     results = [r.evaluation for r in runs if r.evaluation] + ensembles
     for res in results:  # per-source scores, where guesser evaluate --groups computed them
-        if isinstance(res.get("groups"), dict) and res["groups"].get("groups"):
+        if res.groups and res.groups.get("groups"):
             from trainer.evaluate import group_table
 
             console.print(group_table(res))

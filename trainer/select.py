@@ -16,7 +16,6 @@ is exactly what ``guesser classify`` then runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,13 +24,7 @@ from guesser.errors import GuesserError
 from guesser.labels import default_label_space
 from guesser.models import TASK_LABELS
 from trainer import metrics as M
-
-
-@dataclass
-class Selection:
-    weights: dict[str, int]  # run name -> times picked
-    objective: float
-    history: list[dict] = field(default_factory=list)  # one row per step: picked, objective, label/family mAP
+from trainer.records import Selection, SelectionStep
 
 
 def objective(runs, weights: dict[str, float]) -> tuple[float, float, float]:
@@ -67,7 +60,7 @@ def forward_select(runs, max_steps: int = 12, tol: float = 1e-4) -> Selection:
         if score <= best + tol:
             break
         counts, best = w, score
-        sel.history.append({"step": step + 1, "added": name, "objective": score, "val_map": lab, "val_family_map": fam})
+        sel.history.append(SelectionStep(step + 1, name, score, lab, fam))
     sel.weights, sel.objective = counts, best
     return sel
 
@@ -110,7 +103,7 @@ def write_selected_index(out: Path, runs, sel: Selection) -> Path:
                                   score_name=score_name(r.model.task), weight=float(w)))
     rule = calibrate_confidence(runs, sel)
     index = ModelsIndex(tuple(entries), confidence=rule.to_dict(),
-                        selection={"objective": sel.objective, "steps": sel.history})
+                        selection=sel.to_json())
     return index.write(out)
 
 
@@ -121,7 +114,7 @@ def run_select(runs: list[Path], cache: Path, out: Path, *, max_steps: int = 12,
 
     from guesser.ensemble import load_model
     from trainer.evaluate import ModelRun, checkpoint_of, score
-    from trainer.train import pick_device
+    from trainer.device import pick_device
 
     console = console or Console(stderr=True)
     dev = pick_device("cpu")
@@ -142,8 +135,7 @@ def run_select(runs: list[Path], cache: Path, out: Path, *, max_steps: int = 12,
     for col in ("step", "added", "objective", "val mAP", "val family mAP"):
         table.add_column(col)
     for h in sel.history:
-        table.add_row(str(h["step"]), h["added"], f"{h['objective']:.4f}", f"{h['val_map']:.4f}",
-                      f"{h['val_family_map']:.4f}")
+        table.add_row(str(h.step), h.added, f"{h.objective:.4f}", f"{h.val_map:.4f}", f"{h.val_family_map:.4f}")
     console.print(table)
     left_out = [c.model.name for c in candidates if c.model.name not in sel.weights]
     console.print("weights: " + ", ".join(f"{n} {w}" for n, w in sel.weights.items())

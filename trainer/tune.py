@@ -30,6 +30,7 @@ from guesser.checkpoint import atomic_write_text
 from guesser.errors import GuesserError
 from trainer.augment import AugmentConfig
 from trainer.recipe import FeatureSettings, Recipe, TrainConfig
+from trainer.records import MetricsRow
 
 STUDY_DB = "study.db"
 BEST_RECIPE = "best_recipe.toml"
@@ -198,11 +199,12 @@ def run_tuning(
         shutil.rmtree(run_dir, ignore_errors=True)  # a trial number is new by definition: leftovers are stale
         trial.set_user_attr("run", str(run_dir))
 
-        def report(row: dict) -> None:
-            if key in row:
-                trial.report(row[key], row["epoch"])
+        def report(row: MetricsRow) -> None:
+            score = row.score(key)
+            if score is not None:
+                trial.report(score, row.epoch)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(f"{key} {row[key]:.4f} after epoch {row['epoch']}")
+                    raise optuna.TrialPruned(f"{key} {score:.4f} after epoch {row.epoch}")
 
         try:
             result = train(apply_params(per_trial, params), cache, run_dir, device=device, progress=progress,

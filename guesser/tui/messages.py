@@ -2,11 +2,17 @@
 
 Workers never touch widgets: they post one of these (``post_message`` is
 thread-safe) and the screen or app that started them updates the display.
+Each is a dataclass with typed fields, as Textual's own messages are
+(``Message.__post_init__`` initialises the message behind the dataclass
+``__init__``). What needs torch (the ensemble, a prediction) is named for the
+type checker only: the TUI never imports torch itself.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from textual.message import Message
@@ -15,65 +21,61 @@ from guesser.errors import GuesserError
 from guesser.recorder import Level
 from guesser.tui.session import Take
 
+if TYPE_CHECKING:
+    from guesser.ensemble import Ensemble, Prediction
+    from guesser.events import Event
+    from guesser.personal.matcher import PersonalSet
+    from guesser.personal.store import PersonalLabel
 
+
+@dataclass
 class AudioStarted(Message):
-    def __init__(self, device: str, samplerate: int) -> None:
-        super().__init__()
-        self.device, self.samplerate = device, samplerate
+    device: str
+    samplerate: int
 
 
+@dataclass
 class AudioTick(Message):
     """New spectrogram columns [mels, k] and the current level, ~20 times a second."""
 
-    def __init__(self, columns: np.ndarray, level: Level) -> None:
-        super().__init__()
-        self.columns, self.level = columns, level
+    columns: np.ndarray
+    level: Level
 
 
-class _Carrying(Message):
-    """A message with one value, under the attribute its class names in ``carries``."""
-
-    carries = "value"
-
-    def __init__(self, value: Any) -> None:
-        super().__init__()
-        setattr(self, self.carries, value)
-
-
-class Failed(_Carrying):
+@dataclass
+class Failed(Message):
     """Something a worker (or a panel) tried failed; ``error`` says why in one line."""
 
-    carries = "error"
     error: GuesserError
-
-
-class TakeDone(_Carrying):
-    """A recording was made and classified: ``take`` holds both."""
-
-    carries = "take"
-    take: Take
 
 
 class AudioFailed(Failed):
     """The input device could not be opened, or stopped delivering."""
 
 
-class ModelsLoaded(_Carrying):
-    carries = "ensemble"
-    ensemble: Any  # guesser.ensemble.Ensemble (or anything with its interface)
+@dataclass
+class ModelsLoaded(Message):
+    ensemble: Ensemble  # (or anything with its interface)
 
 
 class ModelsFailed(Failed):
     """The ensemble could not be loaded."""
 
 
-class RecordProgress(_Carrying):
-    carries = "fraction"
+@dataclass
+class RecordProgress(Message):
     fraction: float
 
 
 class Classifying(Message):
     """The recording is done; the ensemble is thinking."""
+
+
+@dataclass
+class TakeDone(Message):
+    """A recording was made and classified: ``take`` holds both."""
+
+    take: Take
 
 
 class Recorded(TakeDone):
@@ -84,77 +86,78 @@ class RecordFailed(Failed):
     """Recording or classifying failed (silence, a lost device, a model error)."""
 
 
+@dataclass
 class ListenUpdate(Message):
     """One sliding window in listen mode; ``prediction`` is None for silence.
 
-    ``events``: the sound events (:class:`guesser.events.Event`) that ended by
-    this window, times in seconds of ``end``'s clock; ``clock``: the wall clock
-    (``time.time()``) at ``end``.
+    ``events``: the sound events that ended by this window, times in seconds of
+    ``end``'s clock; ``clock``: the wall clock (``time.time()``) at ``end``.
     """
 
-    def __init__(self, prediction: Any | None, level: Level, end: float, events: Sequence[Any] = (),
-                 clock: float = 0.0) -> None:
-        super().__init__()
-        self.prediction, self.level, self.end = prediction, level, end
-        self.events, self.clock = list(events), clock
+    prediction: Prediction | None
+    level: Level
+    end: float
+    events: Sequence[Event] = ()
+    clock: float = 0.0
 
 
+@dataclass
 class Notice(Message):
     """A one-line message for the user (saved, replay failed …)."""
 
-    def __init__(self, text: str, severity: str = "information") -> None:
-        super().__init__()
-        self.text, self.severity = text, severity
+    text: str
+    severity: str = "information"
 
 
+@dataclass
 class Saved(Message):
-    def __init__(self, take: Take, wav, json_path) -> None:
-        super().__init__()
-        self.take, self.wav, self.json_path = take, wav, json_path
+    take: Take
+    wav: Path
+    json_path: Path
 
 
 # ---------------------------------------------------------------- personal labels (guesser.tui.personal)
 
 
-class PersonalAttached(_Carrying):
-    """The ensemble now scores these personal labels (a :class:`guesser.personal.matcher.PersonalSet`)."""
+@dataclass
+class PersonalAttached(Message):
+    """The ensemble now scores these personal labels."""
 
-    carries = "found"
-    found: Any
+    found: PersonalSet
 
 
-class TeachProgress(_Carrying):
+@dataclass
+class TeachProgress(Message):
     """What teaching is doing now (embedding, fitting), one short line."""
 
-    carries = "text"
     text: str
 
 
-class Taught(_Carrying):
-    """A personal label was learned and stored (a :class:`guesser.personal.store.PersonalLabel`)."""
+@dataclass
+class Taught(Message):
+    """A personal label was learned and stored."""
 
-    carries = "label"
-    label: Any
+    label: PersonalLabel
 
 
 class TeachFailed(Failed):
     """Teaching failed; nothing was written."""
 
 
+@dataclass
 class PersonalListed(Message):
     """The store's labels, the folders that could not be read, and the stamps of the models now loaded."""
 
-    def __init__(self, labels: list, problems: list[str], current: frozenset | None) -> None:
-        super().__init__()
-        self.labels, self.problems, self.current = labels, problems, current
+    labels: list[PersonalLabel]
+    problems: list[str]
+    current: frozenset | None
 
 
+@dataclass
 class PersonalChanged(Message):
     """A label was forgotten or re-embedded; ``text`` says which, for a notification."""
 
-    def __init__(self, text: str) -> None:
-        super().__init__()
-        self.text = text
+    text: str
 
 
 class PersonalFailed(Failed):
