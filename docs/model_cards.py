@@ -23,33 +23,41 @@ INTRO = """# The shipped models
 
 `assets/models/` holds the ensemble that `guesser classify` and `guesser play` use when no
 `--models` is given. Its members were chosen by value: `guesser select` ran Caruana's greedy
-forward selection on the validation split over every trained run (the three `*_real` runs and the
-previously shipped `cnn4_mix`, `cnn3_mix`, `family_cnn_mix`), adding at each step the run that
+forward selection on the validation split over the runs of this round (`cnn4_real`,
+`cnn3_real`, `family_cnn_real` and the distilled `cnn4_kd`), adding at each step the run that
 raised val (label mAP + family mAP) / 2 most, with repeats as weights, and stopped when nothing
-helped. Runs that never helped are not shipped. The corpus is `fsd50k-mini` with its real speech,
-coughs and breathing (5,522 train / 1,150 val / 1,409 eval clips, 105 of the 200 labels).
+helped; `cnn4_kd` never helped and is not shipped. The corpus is `fsd50k-mini` with its real
+speech, coughs and breathing and, new in this round, 865 Kitchen20 recordings (6,144 train /
+1,291 val / 1,511 eval clips, 115 of the 200 labels).
 
 How they were made ({hours:.1f} hours of training wall time on this project's 2-core machine, shared
-with other jobs at the time; each `*_real` recipe starts from the member's previously shipped
-model, `train.init = "shipped"`; cnn3_real is the short-clip experiment's `tile` run, whose
-settings are the recipe's, stopped after 4 of its 5 epochs for time, see docs/training.md):
+with other jobs at the time; each `*_real` recipe fine-tunes the member's previously shipped
+model, `train.init = "shipped"`, for the recipe's epochs: 12 for cnn4, 6 for cnn3 and the family CNN):
 
 ```bash
-guesser preprocess ../shared/fsd50k-mini --out cache
-guesser train multi --recipes cnn4_real,cnn3_real,family_cnn_real --cache cache --out runs/real
-guesser select runs/real/* runs/previous/* --cache cache --out runs/selected.json
+guesser preprocess ../shared/fsd50k-mini --out cache --features compact
+guesser train one cnn4_real --cache cache --out runs/cnn4_real
+guesser train one cnn3_real --cache cache --out runs/cnn3_real
+guesser train one family_cnn_real --cache cache --out runs/family_cnn_real
+guesser train one cnn4_kd --cache cache --out runs/cnn4_kd          # the distillation comparison (not shipped)
+guesser select runs/cnn4_real runs/cnn3_real runs/family_cnn_real runs/cnn4_kd --cache cache --out runs/selected.json
 guesser evaluate runs/selected.json --cache cache --groups ../shared/fsd50k-mini/sources.csv:origin
 guesser export runs/selected.json --out assets/models --background cache   # + background.safetensors
-python docs/model_cards.py --ensemble runs/ensemble_eval.json --before runs/previous/ensemble_eval.json \\
+python benchmarks/real_sounds.py runs/selected.json cache ../shared/fsd50k-mini/sources.csv:origin
+python docs/model_cards.py --ensemble runs/ensemble_eval.json --before previous/ensemble_eval.json \\
     --goals docs/real_sounds.txt
 ```
+
+Run them in that order: the `*_real` recipes start from whatever `assets/models/` holds, so once
+the export has replaced it, rerunning them fine-tunes these models again (keep a copy of the
+previous `assets/models/` as `previous/` for `--before`).
 
 `--background cache` embeds 2,500 random train clips with the exported models into
 `assets/models/background.safetensors` (4.5 MB): what `guesser teach` fits a personal label against.
 
 **Numbers on fsd50k-mini are not comparable to published FSD50K results** (a different, smaller,
-partly synthetic corpus; see its README), nor with this page's numbers before the real-speech part
-was added (another eval split).
+partly synthetic corpus; see its README), nor with earlier versions of this page (another eval
+split: before the kitchen part it had 1,409 clips; `benchmarks/real_sounds.py` reports both).
 """
 
 LIMITS = """## Limits (all models)
@@ -136,7 +144,7 @@ def ensemble_section(path: Path | None, before: Path | None = None, goals: Path 
     out = ["## The ensemble", "",
            "Label probabilities and family scores are weighted means over the selected models (weights from",
            "the selection; see docs/inference.md). On the eval split, with the previously shipped ensemble",
-           "(cnn4_mix, cnn3_mix, family_cnn_mix, cnn6_families) scored on the same clips:", "",
+           "(the same three members before this round's training) scored on the same clips:", "",
            "| ensemble | mAP | d' | lwlrap | family mAP | F1 macro |", "|---|---|---|---|---|---|",
            f"| **shipped** | **{fmt(s.map)}** | {fmt(s.d_prime)} | {fmt(s.lwlrap)} | "
            f"{fmt(s.family_map)} | {fmt(s.f1_macro)} |"]
@@ -159,7 +167,7 @@ def ensemble_section(path: Path | None, before: Path | None = None, goals: Path 
                        f"{fmt(m.get('top1'))} | {fmt(m.get('top_family'))} | {prev} |")
         out.append("")
     if goals is not None and goals.is_file():
-        out += ["Issue 11's goals, from `python benchmarks/real_sounds.py` (shipped, then previous):", "", "```",
+        out += ["The goals, from `python benchmarks/real_sounds.py` (shipped, then previous):", "", "```",
                 goals.read_text().strip(), "```", ""]
     fw = data.family_weights
     if fw:
