@@ -9,11 +9,6 @@ the labels the teacher never learned, and a distilled run stopped by a real
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +18,11 @@ import torch
 import trainer.distill as distill
 from guesser.checkpoint import read_meta
 from guesser.ensemble import load_model
-from trainer.cache import find_cache
 from trainer.inference import predict_split
 from trainer.train import train
-from trainkit import one_thread, one_thread_env, same_tensors, tiny_recipe, without_time, write_recipe
+from trainkit import kill_9_mid_run, one_thread, same_tensors, tiny_recipe, without_time
 
 pytestmark = pytest.mark.slow  # real training runs
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread():
@@ -123,19 +114,7 @@ def test_a_distilled_run_learns_otherwise_and_says_from_what(distilled, cache_ro
 def test_kill_9_then_resume_of_a_distilled_run_is_bit_identical(distilled, cache_root, teacher, tmp_path):
     _, ref_out, _ = distilled
     recipe = tiny_recipe(distill=str(teacher), distill_weight=0.7)
-    recipe_file = write_recipe(tmp_path / "student.toml", recipe)
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "guesser", "train", "one", str(recipe_file), "--cache", str(cache_root),
-           "--out", str(out), "--device", "cpu", "--no-progress", "--checkpoint-every", "1"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=one_thread_env())
-    deadline = time.monotonic() + 120
-    while not (out / "last.safetensors").exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (out / "run.json").exists(), "the run finished before it was killed"
+    out = kill_9_mid_run(recipe, cache_root, tmp_path)
     result = train(recipe, cache_root, out, device="cpu", progress=False, resume=True, log=lambda s: None)
     assert result.finished
     assert same_tensors(ref_out / "last.safetensors", out / "last.safetensors") == []

@@ -8,11 +8,7 @@ to it, weights, optimiser state and metrics alike.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +21,9 @@ from guesser.checkpoint import load_checkpoint, read_meta
 from guesser.errors import GuesserError
 from guesser.labels import FAMILIES_6, default_label_space
 from trainer.train import TrainingInterrupted, train
-from trainkit import one_thread, one_thread_env, same_tensors, tiny_recipe, without_time, write_recipe
+from trainkit import kill_9_mid_run, one_thread, same_tensors, tiny_recipe, without_time
 
 pytestmark = pytest.mark.slow  # real training runs
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread():
@@ -123,20 +116,7 @@ def test_resume_after_ctrl_c_and_a_mid_epoch_stop_is_bit_identical(reference, ca
 
 def test_kill_9_mid_run_then_resume_is_bit_identical(reference, cache_root, tmp_path):
     _, ref_out, _ = reference
-    recipe_file = write_recipe(tmp_path / "tiny.toml", tiny_recipe())
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "guesser", "train", "one", str(recipe_file), "--cache", str(cache_root),
-           "--out", str(out), "--device", "cpu", "--no-progress", "--checkpoint-every", "1"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=one_thread_env())
-    deadline = time.monotonic() + 120
-    while not (out / "last.safetensors").exists():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    assert not (out / "run.json").exists(), "the run finished before it was killed"
+    out = kill_9_mid_run(tiny_recipe(), cache_root, tmp_path)
     (out / ".last.safetensors.x1y2.tmp").write_bytes(b"half a checkpoint")  # as if killed mid-write
     # the checkpoint is whole (atomic writes) and the run continues from it
     result = train(tiny_recipe(), cache_root, out, device="cpu", progress=False, resume=True, log=lambda s: None)

@@ -71,3 +71,31 @@ def without_time(history: list) -> list[dict]:
     """Metrics rows (MetricsRow objects or metrics.jsonl dicts) without their time, which differs between runs."""
     rows = [row if isinstance(row, dict) else row.to_json() for row in history]
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def kill_9_mid_run(recipe: Recipe, cache_root: Path, tmp_path: Path) -> Path:
+    """Start ``guesser train one`` on ``recipe`` as a subprocess, ``kill -9`` it once its first checkpoint
+    exists (one is written every step), check that it died mid-run, and return its run folder."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe_file = write_recipe(tmp_path / f"{recipe.name}.toml", recipe)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "guesser", "train", "one", str(recipe_file), "--cache", str(cache_root),
+           "--out", str(out), "--device", "cpu", "--no-progress", "--checkpoint-every", "1"]
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=one_thread_env())
+    deadline = time.monotonic() + 120
+    while not (out / "last.safetensors").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "run.json").exists(), "the run finished before it was killed"
+    return out
+
