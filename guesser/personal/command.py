@@ -64,7 +64,7 @@ def run_teach(name: str | None, files: Sequence[Path] = (), *, record: int = 0, 
         for p in problems:
             err.write(f"skipped: {p}\n")
     else:
-        raise GuesserError(f"give {name!r} some examples: 3–10 files, or --record 5")
+        raise GuesserError(f"give {name!r} some examples: 3–20 files, or --record 5")
     # skipped files were named above, one line each; silent takes were said as they happened
     label = teach(name, examples, ensemble, store, problems=[] if files else problems, replace=replace,
                   progress=lambda text: err.write(text + "…\n"))

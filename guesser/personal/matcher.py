@@ -19,7 +19,6 @@ import numpy as np
 from guesser.personal.probe import View, descriptor
 from guesser.personal.store import PersonalLabel, Store, repair_hint, stamps_of
 
-HEARD = 0.5  # a personal label's score at its operating point
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """The classifier behind a personal label: a logistic regression on what the models hear.
 
-Why this shape: with 3–10 examples, anything with more parameters than a
+Why this shape: with 3–20 examples, anything with more parameters than a
 linear model over good features overfits, and the shipped models already map
 a clip to vectors in which sounds of one kind lie together. The examples are
 fitted against a fixed *background sample* (a few thousand corpus clips,
