@@ -65,8 +65,8 @@ class LiveScorer:
     into log-mel frames; a gap (skipped windows longer than the window, or a
     stream that restarted) starts the front-end afresh from this window.
     The frames a centred STFT needs future samples for (the last ``n_fft / 2``,
-    and the resampler's kernel) come with the next feed: the rolling log-mel
-    lags the audio by two frames (40 ms).
+    and what libsoxr's streaming filter holds back, ~30 ms) come with the next
+    feed: the rolling log-mel lags the audio by up to five frames (~0.1 s).
     """
 
     def __init__(self, ensemble: Any, samplerate: int, seconds: float):
