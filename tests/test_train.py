@@ -21,20 +21,10 @@ from guesser.checkpoint import load_checkpoint, read_meta
 from guesser.errors import GuesserError
 from guesser.labels import FAMILIES_6, default_label_space
 from trainer.train import TrainingInterrupted, train
+from trainkit import cache_root, one_torch_thread  # noqa: F401 (fixtures: the cache folder, one torch thread)
 from trainkit import kill_9_mid_run, one_thread, same_tensors, tiny_recipe, without_time
 
 pytestmark = pytest.mark.slow  # real training runs
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    with one_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def cache_root(fsd_cache) -> Path:
-    return fsd_cache.directory.parent
-
 
 @pytest.fixture(scope="module")
 def reference(cache_root, tmp_path_factory):

@@ -50,6 +50,15 @@ def make_app(tmp_path: Path, *, clip: np.ndarray | None = None, ensemble=None, b
     return GuesserApp(settings), ens
 
 
+def file_app(tmp_path: Path, clip_seconds: float):
+    """The app in ``play --file`` mode on a chirp of ``clip_seconds`` written to a WAV file (read 20x real time)."""
+    path = tmp_path / "clip.wav"
+    sf.write(path, chirp_clip(clip_seconds), SR)
+    backend, seconds = file_settings(path, 6.0)
+    backend.speed = 20
+    return make_app(tmp_path, backend=backend, seconds=seconds, file=path)
+
+
 async def ready(pilot) -> None:
     app = pilot.app
     await until(pilot, lambda: app.ensemble is not None and app.audio_ok, what="models and audio")
@@ -338,12 +347,8 @@ async def test_listen_mode_logs_what_it_heard_and_when(tmp_path):
 
 @pilot_test
 async def test_file_mode_runs_the_whole_file(tmp_path):
-    clip = chirp_clip(2.5)
-    path = tmp_path / "clip.wav"
-    sf.write(path, clip, SR)
-    backend, seconds = file_settings(path, 6.0)
-    backend.speed = 20
-    app, ens = make_app(tmp_path, backend=backend, seconds=seconds, file=path)
+    clip = chirp_clip(2.5)  # what file_app writes (a chirp is deterministic)
+    app, ens = file_app(tmp_path, 2.5)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         assert "clip.wav" in app.device_text

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import soundfile as sf
 
 from guesser.events import Event
-from guesser.tui.app import file_settings
 from guesser.tui.screens.results import ResultsScreen
 from guesser.tui.widgets import EventTimeline, Spectrogram
 from guesser.tui.widgets.event_timeline import draw_row, rows_of
-from test_tui_app import SIZE, SR, make_app, ready, record
-from tuikit import chirp_clip, pilot_test
+from test_tui_app import SIZE, file_app, make_app, ready, record
+from tuikit import pilot_test
 
 
 def test_rows_keep_the_strongest_of_related_labels_in_time_order():
@@ -43,12 +41,7 @@ def timeline_rows(screen) -> list[str]:
 @pytest.mark.slow
 @pilot_test
 async def test_after_a_recording_and_for_a_file_the_events_show_under_the_spectrogram(tmp_path):
-    clip = chirp_clip(2.0)
-    path = tmp_path / "clip.wav"
-    sf.write(path, clip, SR)
-    backend, seconds = file_settings(path, 6.0)
-    backend.speed = 20
-    for app, ens in (make_app(tmp_path), make_app(tmp_path, backend=backend, seconds=seconds, file=path)):
+    for app, ens in (make_app(tmp_path), file_app(tmp_path, 2.0)):
         async with app.run_test(size=SIZE) as pilot:
             await ready(pilot)
             await record(pilot)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import torch
 
 from guesser.checkpoint import load_checkpoint
@@ -33,6 +34,19 @@ def one_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """:func:`one_thread` for every test of a module that imports this fixture (training runs)."""
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def cache_root(fsd_cache) -> Path:
+    """The folder holding the session's tiny synthetic cache (what ``--cache`` takes)."""
+    return fsd_cache.directory.parent
 
 
 def one_thread_env() -> dict[str, str]:
