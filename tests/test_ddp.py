@@ -20,7 +20,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from trainkit import same_tensors, tiny_recipe, write_recipe
+from trainkit import one_thread, same_tensors, tiny_recipe, write_recipe
 
 pytestmark = pytest.mark.slow  # DistributedDataParallel runs: torchrun and spawned ranks
 
@@ -180,3 +180,35 @@ def test_an_interrupted_torchrun_run_leaves_the_process_group_and_exits_cleanly(
 
     _, saved = state_mod.load_state(out / "last.safetensors")
     assert (saved.counters["epoch"], saved.counters["step"]) == (0, 2) and saved.world_size == WORLD
+
+
+def _distilled_rank(rank: int, port: int, cache_root: str, out: str, dump: str, teacher: str) -> None:
+    """One rank of a distilled run: train, then dump its weights."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from trainer.train import train
+
+    recipe = tiny_recipe("ddp_kd", oversample=False, epochs=1, distill=teacher, distill_weight=0.5)
+    result = train(recipe, cache_root, out, device="cpu", progress=False, log=lambda s: None)
+    params = {k: v.detach().clone() for k, v in result.model.named_parameters()}
+    torch.save(params, Path(dump) / f"rank{rank}.pt")
+
+
+def test_a_distilled_run_under_ddp_stores_the_teachers_targets_once_and_ranks_agree(fsd_cache, tmp_path):
+    from trainer.train import train
+
+    cache_root = fsd_cache.directory.parent
+    teacher = tmp_path / "teacher"
+    with one_thread():
+        train(tiny_recipe("teacher_ddp", epochs=1), cache_root, teacher, device="cpu", progress=False,
+              log=lambda s: None)
+    stores = fsd_cache.directory / "teachers"
+    before = set(stores.glob("*.npz")) if stores.is_dir() else set()
+    dump = tmp_path / "dump"
+    dump.mkdir()
+    mp.spawn(_distilled_rank, args=(free_port(), str(cache_root), str(tmp_path / "run"), str(dump),
+                                    str(teacher / "best.safetensors")), nprocs=WORLD, join=True)
+    p0, p1 = (torch.load(dump / f"rank{r}.pt", weights_only=True) for r in range(WORLD))
+    assert all(torch.equal(p0[k], p1[k]) for k in p0), "distilled DDP ranks ended with different weights"
+    assert len(set(stores.glob("*.npz")) - before) == 1  # one store for this teacher and split, read by both ranks
