@@ -48,7 +48,7 @@ class SoftTargets:
 def teacher_sources(teacher: str) -> list[str]:
     """``shipped`` -> the shipped models index; anything else is a models index, folder or checkpoint."""
     if teacher == SHIPPED:
-        from guesser.ensemble import default_models_index
+        from guesser.checkpoint import default_models_index
 
         return [str(default_models_index())]
     return [teacher]
@@ -77,7 +77,7 @@ def soft_targets(teacher: str, cache_root: Path, cache_dir: Path, split: str, ta
     set (``families`` task); family scores are the teacher's fused families,
     renormalised over the student's set (the 5-family set leaves one out).
     """
-    from guesser.ensemble import load_model, resolve_models
+    from guesser.ensemble import resolve_models
 
     models = resolve_models(teacher_sources(teacher))
     index_file = cache_dir / f"{split}.index.npz"
@@ -93,14 +93,15 @@ def soft_targets(teacher: str, cache_root: Path, cache_dir: Path, split: str, ta
     log(json.dumps({"teacher": teacher, "split": split, "computing": str(store)}))
     with np.load(index_file, allow_pickle=False) as z:
         fnames = z["fnames"].astype(str)
-    probs, known = _compute(models, cache_root, fnames, split, task, classes, device, load_model)
+    probs, known = _compute(models, cache_root, fnames, split, task, classes, device)
     buf = io.BytesIO()
     np.savez(buf, probs=probs, known=known, classes=np.asarray(classes))
     atomic_write_bytes(store, buf.getvalue())
     return SoftTargets(probs, known, key)
 
 
-def _compute(models, cache_root, fnames, split, task, classes, device, load_model):
+def _compute(models, cache_root, fnames, split, task, classes, device):
+    from guesser.ensemble import load_model
     from trainer.evaluate import ModelRun, ensemble_scores, score
 
     runs = []
