@@ -1,6 +1,6 @@
-"""Mean, max or linear-softmax pooling over windows; whole windows or sub-windows: which keeps short sounds?
+"""Mean, max, linear-softmax or attention pooling over windows; whole windows or sub-windows: which keeps short sounds?
 
-    python benchmarks/pooling.py CACHE [--split eval] [--sub 2.0:1.0 1.0:0.5] [--bed 10] [--seed 0]
+    python benchmarks/pooling.py CACHE [--split eval] [--sub 2.0:1.0 1.0:0.5] [--bed 10] [--seed 0] [--alphas 1 3]
 
 Two sets of clips from a cache split, scored by the shipped ensemble through
 :mod:`guesser.scoring` (the code ``classify`` and ``evaluate`` run):
@@ -14,8 +14,9 @@ Two sets of clips from a cache split, scored by the shipped ensemble through
 
 Each is scored with the model's 6 s windows (half-overlapping) and with
 sub-windows ``S:H`` (S seconds every H seconds, each filled up to the model's
-window by its ``short`` policy, as a short clip is), each pooled by mean, max and
-linear-softmax (:data:`guesser.scoring.POOLINGS`), then fused as the app fuses.
+window by its ``short`` policy, as a short clip is), each pooled by mean, max,
+linear-softmax and attention with each ``--alphas`` sharpness
+(:data:`guesser.scoring.POOLINGS`), then fused as the app fuses.
 Printed: label mAP and family mAP per variant; docs/benchmarks.md records it.
 """
 
@@ -39,7 +40,16 @@ from trainer.cache import find_cache  # noqa: E402
 from trainer.metrics import family_truth, mean_average_precision  # noqa: E402
 
 
-def score_sets(ens: Ensemble, clips: list[torch.Tensor], sub: tuple[float, float] | None) -> dict[str, tuple]:
+def poolings(alphas: list[float]) -> list[tuple[str, str, float]]:
+    """(shown name, pooling, α) for every pooling measured: attention once per α."""
+    out = []
+    for p in POOLINGS:
+        out += [(f"attention α={a:g}", p, a) for a in alphas] if p == "attention" else [(p, p, 1.0)]
+    return out
+
+
+def score_sets(ens: Ensemble, clips: list[torch.Tensor], sub: tuple[float, float] | None,
+               alphas: list[float]) -> dict[str, tuple]:
     """Per pooling: (labels [N, 200], families [N, 6]) of the ensemble over ``clips``."""
     per_model = []
     for m in ens.models:
@@ -47,9 +57,9 @@ def score_sets(ens: Ensemble, clips: list[torch.Tensor], sub: tuple[float, float
         out = model_probs(m.module, batches(wins, 32), m.task)
         per_model.append((m, out))
     result = {}
-    for pooling in POOLINGS:
-        fused = ens.fuse_models(ens.models, [out.clip_probs(len(clips), pooling) for _, out in per_model])
-        result[pooling] = (fused.labels.numpy(), fused.families.numpy())
+    for shown, pooling, alpha in poolings(alphas):
+        fused = ens.fuse_models(ens.models, [out.clip_probs(len(clips), pooling, alpha) for _, out in per_model])
+        result[shown] = (fused.labels.numpy(), fused.families.numpy())
     return result
 
 
@@ -62,6 +72,7 @@ def main() -> None:
     ap.add_argument("--short-max", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sets", nargs="*", default=["plain", "short"])
+    ap.add_argument("--alphas", nargs="*", type=float, default=[1.0, 3.0], help="attention pooling sharpness α")
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     ens = Ensemble.load()
@@ -92,22 +103,22 @@ def main() -> None:
                                           for s, h in (v.split(":") for v in args.sub)]
     print(f"split {args.split}: {len(split)} clips, {len(long_rows)} longer than one window; "
           f"{len(sets.get('short', ([],))[0])} clips <= {args.short_max} s in {args.bed} s beds")
-    print(f"{'set':<14} {'windows':<16} {'pooling':<11} {'label mAP':>9} {'family mAP':>10} {'seconds':>8}")
+    print(f"{'set':<14} {'windows':<16} {'pooling':<17} {'label mAP':>9} {'family mAP':>10} {'seconds':>8}")
     for name, (rows, clips) in sets.items():
         y = targets[rows]
         for vname, sub in variants:
             t0 = time.perf_counter()
-            res = score_sets(ens, clips, sub)
+            res = score_sets(ens, clips, sub, args.alphas)
             took = time.perf_counter() - t0
             for pooling, (labels, fams) in res.items():
                 lm = mean_average_precision(y, labels)
                 fm = mean_average_precision(family_truth(y, fam_matrix), fams)
-                print(f"{name:<14} {vname:<16} {pooling:<11} {lm:9.4f} {fm:10.4f} {took:8.0f}", flush=True)
+                print(f"{name:<14} {vname:<16} {pooling:<17} {lm:9.4f} {fm:10.4f} {took:8.0f}", flush=True)
                 if name == "plain":
                     idx = np.searchsorted(rows, long_rows)
                     lm = mean_average_precision(y[idx], labels[idx])
                     fm = mean_average_precision(family_truth(y[idx], fam_matrix), fams[idx])
-                    print(f"{'plain, long':<14} {vname:<16} {pooling:<11} {lm:9.4f} {fm:10.4f}", flush=True)
+                    print(f"{'plain, long':<14} {vname:<16} {pooling:<17} {lm:9.4f} {fm:10.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,10 @@ def batches(clips: Iterable[Windows], size: int) -> Iterator[tuple[np.ndarray, t
         yield np.asarray(ids), torch.cat(parts) if len(parts) > 1 else parts[0]
 
 
+ATTENTION_ALPHA = 1.0
+"""α of ``attention`` pooling when none is given: each window weighted by its odds p/(1-p)."""
+
+
 @dataclass
 class WindowProbs:
     """One model's answer for every window it was shown."""
@@ -124,8 +128,8 @@ class WindowProbs:
     clip_ids: np.ndarray  # [W]: which clip each window belongs to
     embeddings: torch.Tensor | None = None  # [W, D] float32, when asked for
 
-    def clip_probs(self, n_clips: int, pooling: str = "mean") -> torch.Tensor:
-        return clip_pool(self.probs, self.clip_ids, n_clips, pooling)
+    def clip_probs(self, n_clips: int, pooling: str = "mean", alpha: float = ATTENTION_ALPHA) -> torch.Tensor:
+        return clip_pool(self.probs, self.clip_ids, n_clips, pooling, alpha)
 
     def clip_embeddings(self, n_clips: int) -> torch.Tensor | None:
         return None if self.embeddings is None else clip_means(self.embeddings, self.clip_ids, n_clips)
@@ -184,14 +188,20 @@ def clip_means(values: torch.Tensor, clip_ids: np.ndarray, n_clips: int) -> torc
     return (sums / counts[:, None]).float()
 
 
-POOLINGS = ("mean", "max", "linsoftmax")
-"""How a clip's window probabilities become its own: their mean (the default), their maximum, or the
-linear-softmax mean sum(p²)/sum(p) (each window weighted by its own score; Wang et al. 2019). Measured
-in docs/benchmarks.md#pooling-over-windows (``benchmarks/pooling.py``)."""
+POOLINGS = ("mean", "max", "linsoftmax", "attention")
+"""How a clip's window probabilities become its own: their mean (the default), their maximum, the
+linear-softmax mean sum(p²)/sum(p) (each window weighted by its own score; Wang et al. 2019), or
+attention pooling: per class, a softmax over the clip's windows of α·logit(p) weights them (McFee et
+al.'s auto-pool, 2018; α = 0 is the mean, α → ∞ the maximum; no extra parameters in the models, so
+every shipped model can use it). Measured in docs/benchmarks.md#pooling-over-windows
+(``benchmarks/pooling.py``)."""
 
 
-def clip_pool(values: torch.Tensor, clip_ids: np.ndarray, n_clips: int, pooling: str = "mean") -> torch.Tensor:
-    """[W, K] per-window probabilities -> [n_clips, K] float32, pooled over each clip's windows by ``pooling``."""
+
+def clip_pool(values: torch.Tensor, clip_ids: np.ndarray, n_clips: int, pooling: str = "mean",
+              alpha: float = ATTENTION_ALPHA) -> torch.Tensor:
+    """[W, K] per-window probabilities -> [n_clips, K] float32, pooled over each clip's windows by ``pooling``
+    (``alpha``: the sharpness of ``attention`` pooling)."""
     if pooling == "mean":
         return clip_means(values, clip_ids, n_clips)
     ids = torch.as_tensor(clip_ids, dtype=torch.long)
@@ -203,6 +213,15 @@ def clip_pool(values: torch.Tensor, clip_ids: np.ndarray, n_clips: int, pooling:
         v = values.double()
         num = torch.zeros(n_clips, v.shape[-1], dtype=torch.float64).index_add_(0, ids, v * v)
         den = torch.zeros(n_clips, v.shape[-1], dtype=torch.float64).index_add_(0, ids, v)
+        return torch.where(den > 0, num / den.clamp(min=1e-300), torch.zeros_like(den)).float()
+    if pooling == "attention":
+        v = values.double()
+        z = alpha * torch.logit(v.clamp(1e-7, 1 - 1e-7))
+        top = torch.full((n_clips, v.shape[-1]), -torch.inf, dtype=torch.float64)
+        top.scatter_reduce_(0, ids[:, None].expand_as(z), z, "amax", include_self=False)
+        w = torch.exp(z - top[ids])  # each clip's softmax, shifted by its largest score: no overflow
+        num = torch.zeros(n_clips, v.shape[-1], dtype=torch.float64).index_add_(0, ids, w * v)
+        den = torch.zeros(n_clips, v.shape[-1], dtype=torch.float64).index_add_(0, ids, w)
         return torch.where(den > 0, num / den.clamp(min=1e-300), torch.zeros_like(den)).float()
     raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
 

@@ -175,6 +175,25 @@ def test_pooling_over_windows_against_numpy():
         clip_pool(one, z, 1, "median")
 
 
+def test_attention_pooling_is_a_softmax_of_the_window_logits_per_class():
+    rng = np.random.default_rng(1)
+    values = torch.from_numpy(rng.uniform(0.01, 0.99, (11, 5)).astype(np.float32))
+    ids = np.array([0, 1, 1, 0, 3, 3, 3, 0, 1, 3, 0])
+    for alpha in (0.5, 1.0, 3.0):
+        got = clip_pool(values, ids, 4, "attention", alpha).numpy()
+        for k in (0, 1, 3):
+            v = values.numpy()[ids == k].astype(np.float64)
+            z = alpha * np.log(v / (1 - v))
+            w = np.exp(z) / np.exp(z).sum(0)  # softmax over the clip's windows, independently per class
+            assert np.allclose(got[k], (w * v).sum(0), atol=1e-6)
+        assert np.all(got[2] == 0)  # a clip without windows scores 0, as with the other poolings
+    # α = 0 is the mean; a large α approaches the maximum; extreme scores do not overflow
+    assert np.allclose(clip_pool(values, ids, 4, "attention", 0.0), clip_pool(values, ids, 4, "mean"), atol=1e-6)
+    assert np.allclose(clip_pool(values, ids, 4, "attention", 200.0), clip_pool(values, ids, 4, "max"), atol=1e-4)
+    edge = torch.tensor([[1.0], [0.0], [1.0 - 1e-9]])
+    assert np.isfinite(clip_pool(edge, np.zeros(3, np.int64), 1, "attention", 50.0).numpy()).all()
+
+
 def test_sub_windows_are_cut_short_and_filled_like_a_short_clip():
     cfg = SEED_CNN.with_stats([0.0], [1.0])
     fps = cfg.frames_per_second
