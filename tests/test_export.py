@@ -44,6 +44,28 @@ def test_export_halves_weights_keeps_metadata_and_predictions(light_model_index,
     assert [s.name for s in a.families] == [s.name for s in b.families]
 
 
+def test_export_removes_the_members_the_new_ensemble_dropped_and_nothing_else(light_model_index, tmp_path):
+    from typer.testing import CliRunner
+
+    out = tmp_path / "shipped"
+    assert CliRunner().invoke(app, ["export", str(light_model_index), "--out", str(out)]).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    (out / "background.safetensors").write_bytes(b"kept")
+    both = json.loads(light_model_index.read_text())
+    dropped = [e for e in both["models"] if e["member"] == "cnn3"]
+    assert dropped and (out / "cnn3.safetensors").is_file()
+    one = dict(both, models=[dict(e, path=str(light_model_index.parent / e["path"]))
+                             for e in both["models"] if e["member"] != "cnn3"])
+    smaller = tmp_path / "smaller.json"  # beside nothing: the shared fixture's folder stays as it was
+    smaller.write_text(json.dumps(one))
+    res = CliRunner().invoke(app, ["export", str(smaller), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert [e["path"] for e in json.loads((out / "index.json").read_text())["models"]] == ["family_cnn.safetensors"]
+    assert not (out / "cnn3.safetensors").exists() and (out / "family_cnn.safetensors").is_file()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "background.safetensors").read_bytes() == b"kept"
+    Ensemble.load([out / "index.json"])  # what is left loads
+
+
 def test_export_of_a_missing_index_is_one_line(tmp_path):
     from typer.testing import CliRunner
 

@@ -89,6 +89,18 @@ def export_models(index: Path, out: Path, *, dtype: torch.dtype = torch.float16)
         entries.append(replace(entry, path=target.name, eval=ev if ev else entry.eval))
         table.add_row(member, meta.name, meta.task, f"{target.stat().st_size / 1e6:.1f}",
                       ", ".join(f"{k} {v:.3f}" for k, v in (ev or {}).items() if isinstance(v, float)))
+    replaced = previous_members(out)
     new_index = replace(src, models=tuple(entries)).write(out / INDEX_NAME)
+    for name in replaced - {e.path for e in entries}:
+        (out / name).unlink(missing_ok=True)  # a member the new ensemble dropped: not left behind unused
     Console(stderr=True).print(table)
     return new_index
+
+
+def previous_members(out: Path) -> set[str]:
+    """The checkpoint files that ``out``'s current index (an earlier export) lists; nothing else is ever removed."""
+    try:
+        old = ModelsIndex.read(out / INDEX_NAME)
+    except (OSError, GuesserError):
+        return set()
+    return {e.path for e in old.models if MEMBER_NAME.fullmatch(Path(e.path).stem) and Path(e.path).name == e.path}
