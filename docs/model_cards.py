@@ -23,24 +23,39 @@ INTRO = """# The shipped models
 
 `assets/models/` holds the ensemble that `guesser classify` and `guesser play` use when no
 `--models` is given. Its members were chosen by value: `guesser select` ran Caruana's greedy
-forward selection on the validation split over the runs of this round (`cnn4_real`,
-`cnn3_real`, `family_cnn_real` and the distilled `cnn4_kd`), adding at each step the run that
-raised val (label mAP + family mAP) / 2 most, with repeats as weights, and stopped when nothing
-helped; `cnn4_kd` never helped and is not shipped. The corpus is `fsd50k-mini` with its real
-speech, coughs and breathing and, new in this round, 865 Kitchen20 recordings (6,144 train /
-1,291 val / 1,511 eval clips, 115 of the 200 labels).
+forward selection on the validation split over every run of the December 2026 rounds (the
+fine-tune chain `*_real` → `*_long` → `cnn4_longer`, the from-scratch `*_scratch` runs, the
+distilled `cnn4_kd` and the bigger `cnn4_wide`), adding at each step the run that raised val
+(label mAP + family mAP) / 2 most, with repeats as weights, and stopped when nothing helped; runs
+that never helped are not shipped (the selection is printed in docs/training.md). The corpus is
+`fsd50k-mini` with its real speech, coughs and breathing and 865 Kitchen20 recordings (6,144
+train / 1,291 val / 1,511 eval clips, 115 of the 200 labels).
 
-How they were made ({hours:.1f} hours of training wall time on this project's 2-core machine, shared
-with other jobs at the time; each `*_real` recipe fine-tunes the member's previously shipped
-model, `train.init = "shipped"`, for the recipe's epochs: 12 for cnn4, 6 for cnn3 and the family CNN):
+How they were made ({hours:.1f} hours of training wall time for the shipped models' own last runs,
+on this project's 2-core CPU shared with up to five other runs at a time; no GPU). Each `*_real`
+recipe fine-tunes the model shipped before the kitchen part (`train.init = "shipped"`), each
+`*_long` recipe continues the `*_real` model for a new cosine cycle (also `"shipped"`, after the
+first round's export), and `cnn4_longer` continues `runs/cnn4_long` for a third:
 
 ```bash
 guesser preprocess ../shared/fsd50k-mini --out cache --features compact
-guesser train one cnn4_real --cache cache --out runs/cnn4_real
-guesser train one cnn3_real --cache cache --out runs/cnn3_real
-guesser train one family_cnn_real --cache cache --out runs/family_cnn_real
-guesser train one cnn4_kd --cache cache --out runs/cnn4_kd          # the distillation comparison (not shipped)
-guesser select runs/cnn4_real runs/cnn3_real runs/family_cnn_real runs/cnn4_kd --cache cache --out runs/selected.json
+# round 1, from the models shipped before the kitchen part
+guesser train one cnn4_real --cache cache --out runs/cnn4_real         # 12 epochs
+guesser train one cnn3_real --cache cache --out runs/cnn3_real         # 6
+guesser train one family_cnn_real --cache cache --out runs/family_cnn_real   # 6
+guesser select runs/cnn4_real runs/cnn3_real runs/family_cnn_real --cache cache --out runs/round1.json
+guesser train one cnn4_kd --cache cache --out runs/cnn4_kd           # 12, distilled from runs/round1.json
+guesser export runs/round1.json --out assets/models
+# round 2, from round 1's models; the comparisons from scratch, distilled and wide
+guesser train one cnn4_long --cache cache --out runs/cnn4_long         # 24
+guesser train one cnn3_long --cache cache --out runs/cnn3_long         # 24
+guesser train one family_cnn_long --cache cache --out runs/family_cnn_long   # 16
+guesser train one cnn4_longer --cache cache --out runs/cnn4_longer     # 16, from runs/cnn4_long
+guesser train one cnn4_scratch --cache cache --out runs/cnn4_scratch   # 36
+guesser train one cnn3_scratch --cache cache --out runs/cnn3_scratch   # 24
+guesser train one family_cnn_scratch --cache cache --out runs/family_cnn_scratch   # 24
+guesser train one cnn4_wide --cache cache --out runs/cnn4_wide         # 8
+guesser select runs/*/ --cache cache --out runs/selected.json
 guesser evaluate runs/selected.json --cache cache --groups ../shared/fsd50k-mini/sources.csv:origin
 guesser export runs/selected.json --out assets/models --background cache   # + background.safetensors
 python benchmarks/real_sounds.py runs/selected.json cache ../shared/fsd50k-mini/sources.csv:origin
@@ -48,9 +63,9 @@ python docs/model_cards.py --ensemble runs/ensemble_eval.json --before previous/
     --goals docs/real_sounds.txt
 ```
 
-Run them in that order: the `*_real` recipes start from whatever `assets/models/` holds, so once
-the export has replaced it, rerunning them fine-tunes these models again (keep a copy of the
-previous `assets/models/` as `previous/` for `--before`).
+Run them in that order: the `*_real` and `*_long` recipes start from whatever `assets/models/`
+holds, so once an export has replaced it, rerunning them fine-tunes the newer models again (keep a
+copy of the previous `assets/models/` as `previous/` for `--before`).
 
 `--background cache` embeds 2,500 random train clips with the exported models into
 `assets/models/background.safetensors` (4.5 MB): what `guesser teach` fits a personal label against.
@@ -144,7 +159,7 @@ def ensemble_section(path: Path | None, before: Path | None = None, goals: Path 
     out = ["## The ensemble", "",
            "Label probabilities and family scores are weighted means over the selected models (weights from",
            "the selection; see docs/inference.md). On the eval split, with the previously shipped ensemble",
-           "(the same three members before this round's training) scored on the same clips:", "",
+           "(round 1: cnn4_real, cnn3_real, family_cnn_real ×2) scored on the same clips:", "",
            "| ensemble | mAP | d' | lwlrap | family mAP | F1 macro |", "|---|---|---|---|---|---|",
            f"| **shipped** | **{fmt(s.map)}** | {fmt(s.d_prime)} | {fmt(s.lwlrap)} | "
            f"{fmt(s.family_map)} | {fmt(s.f1_macro)} |"]
