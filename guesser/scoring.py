@@ -197,7 +197,6 @@ every shipped model can use it). Measured in docs/benchmarks.md#pooling-over-win
 (``benchmarks/pooling.py``)."""
 
 
-
 def clip_pool(values: torch.Tensor, clip_ids: np.ndarray, n_clips: int, pooling: str = "mean",
               alpha: float = ATTENTION_ALPHA) -> torch.Tensor:
     """[W, K] per-window probabilities -> [n_clips, K] float32, pooled over each clip's windows by ``pooling``
@@ -211,19 +210,21 @@ def clip_pool(values: torch.Tensor, clip_ids: np.ndarray, n_clips: int, pooling:
         return out.scatter_reduce_(0, ids[:, None].expand_as(v), v, "amax", include_self=False)
     if pooling == "linsoftmax":
         v = values.double()
-        num = torch.zeros(n_clips, v.shape[-1], dtype=torch.float64).index_add_(0, ids, v * v)
-        den = torch.zeros(n_clips, v.shape[-1], dtype=torch.float64).index_add_(0, ids, v)
-        return torch.where(den > 0, num / den.clamp(min=1e-300), torch.zeros_like(den)).float()
+        return _weighted_means(v, v, ids, n_clips)
     if pooling == "attention":
         v = values.double()
         z = alpha * torch.logit(v.clamp(1e-7, 1 - 1e-7))
         top = torch.full((n_clips, v.shape[-1]), -torch.inf, dtype=torch.float64)
         top.scatter_reduce_(0, ids[:, None].expand_as(z), z, "amax", include_self=False)
-        w = torch.exp(z - top[ids])  # each clip's softmax, shifted by its largest score: no overflow
-        num = torch.zeros(n_clips, v.shape[-1], dtype=torch.float64).index_add_(0, ids, w * v)
-        den = torch.zeros(n_clips, v.shape[-1], dtype=torch.float64).index_add_(0, ids, w)
-        return torch.where(den > 0, num / den.clamp(min=1e-300), torch.zeros_like(den)).float()
+        return _weighted_means(v, torch.exp(z - top[ids]), ids, n_clips)  # softmax shifted by its max: no overflow
     raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+
+
+def _weighted_means(v: torch.Tensor, w: torch.Tensor, ids: torch.Tensor, n_clips: int) -> torch.Tensor:
+    """[W, K] float64 values and weights -> [n_clips, K] float32: each clip's Σw·v / Σw (0 where Σw = 0)."""
+    num = torch.zeros(n_clips, v.shape[-1], dtype=torch.float64).index_add_(0, ids, w * v)
+    den = torch.zeros(n_clips, v.shape[-1], dtype=torch.float64).index_add_(0, ids, w)
+    return torch.where(den > 0, num / den.clamp(min=1e-300), torch.zeros_like(den)).float()
 
 
 # ---------------------------------------------------------------- the ensemble
