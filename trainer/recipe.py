@@ -68,7 +68,7 @@ class TrainConfig:
     families: str = "6"  # for the families task: "6" or "5"
     seed: int = 0
     pretrained: str = ""  # path to an official PANNs Cnn6 checkpoint (cnn6 only)
-    init: str = ""  # a guesser checkpoint of the same architecture and classes to fine-tune from
+    init: str = ""  # a guesser checkpoint of the same architecture and classes to fine-tune from (or widen: trainer/widen.py)
     precision: str = "auto"  # auto | fp32 | bf16
     val_every: int = 1
     distill: str = ""  # teacher: "shipped" or a models index/folder/checkpoint; "" = hard labels only (trainer/distill.py)

@@ -63,7 +63,9 @@ def init_from_checkpoint(model: nn.Module, path: str, recipe: Recipe, classes: t
     ``path`` may be ``"shipped"``: the member's model among the shipped ones.
     Its architecture, task and class names must match the recipe's, or the
     weights would be silently misplaced; the front-end may differ only in its
-    normalisation statistics (the new train split brings its own).
+    normalisation statistics (the new train split brings its own). A wider
+    variant (``[model] width``) of the checkpoint's network starts from it
+    widened, function preserved (:mod:`trainer.widen`).
     """
     from guesser.checkpoint import load_model_checkpoint
 
@@ -74,7 +76,24 @@ def init_from_checkpoint(model: nn.Module, path: str, recipe: Recipe, classes: t
     if theirs != (recipe.arch, recipe.task, tuple(classes)):
         raise GuesserError(f"train.init {path}: a {theirs[0]} {theirs[1]} model with {len(theirs[2])} classes; "
                            f"the recipe trains {recipe.arch} {recipe.task} with {len(classes)}")
+    theirs_width, ours_width = int(meta.model_hparams.get("width", 1)), int(recipe.model.get("width", 1))
+    if theirs_width != ours_width:
+        tensors = _widened(tensors, model, path, theirs_width, ours_width, recipe.train.seed)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as e:
         raise GuesserError(f"train.init {path}: weights do not fit {recipe.arch} ({str(e).splitlines()[0]})") from None
+
+
+def _widened(tensors: dict[str, torch.Tensor], model: nn.Module, path: str, theirs: int, ours: int,
+             seed: int) -> dict[str, torch.Tensor]:
+    """``tensors`` (a width-``theirs`` model) grown to ``model``'s width ``ours`` by Net2WiderNet."""
+    from trainer.widen import widen_state_dict
+
+    if ours < theirs or ours % theirs:
+        raise GuesserError(f"train.init {path}: a width-{theirs} model cannot start a width-{ours} one "
+                           "(only a whole-factor widening keeps what it learned)")
+    try:
+        return widen_state_dict(tensors, model.state_dict(), seed=seed)
+    except ValueError as e:
+        raise GuesserError(f"train.init {path}: cannot widen it to width {ours} ({e})") from None
