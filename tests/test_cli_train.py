@@ -83,10 +83,15 @@ def test_train_multi_indexes_each_members_best(fsd_cache, tmp_path):
     a = write_recipe(tmp_path / "a.toml", tiny_recipe("labels_a", batch_size=8, augment={}))
     b = write_recipe(tmp_path / "b.toml", tiny_recipe("fam_b", arch="family_cnn", task="families", batch_size=8,
                                                      augment={}))
+    # a recipe that continues a run this checkout does not have is skipped, and the others still train
+    missing = tmp_path / "runs" / "earlier" / "best.safetensors"
+    c = write_recipe(tmp_path / "c.toml", tiny_recipe("needs_earlier", batch_size=8, augment={}, init=str(missing)))
     out = tmp_path / "runs"
-    r = run("train", "multi", "--recipes", f"{a},{b}", "--cache", str(fsd_cache.directory.parent), "--out", str(out),
-            "--epochs", "1", "--device", "cpu", "--no-progress")
+    r = run("train", "multi", "--recipes", f"{a},{c},{b}", "--cache", str(fsd_cache.directory.parent), "--out",
+            str(out), "--epochs", "1", "--device", "cpu", "--no-progress")
     assert r.exit_code == 0, r.output
+    assert f"needs_earlier: skipped, it starts from {missing}" in " ".join(r.stderr.split())
+    assert not (out / "needs_earlier").exists()
     index = json.loads((out / "index.json").read_text())
     assert {(m["member"], m["name"], m["task"]) for m in index["models"]} == {
         ("cnn4", "labels_a", "labels"), ("family_cnn", "fam_b", "families")}

@@ -98,18 +98,45 @@ def train_all(*, cache: Path, data: Path | None, out: Path, recipes: str | None,
     needed = {r.feature_config().key: r.feature_config() for r in chosen}
     for cfg in needed.values():
         ensure_cache(cache, cfg, data, progress)
+    skipped: list[str] = []
     for i, r in enumerate(chosen, 1):
         run = out / r.name
         if (run / "run.json").exists() and resume:
             if is_main_rank():
                 console.print(f"[dim]{i}/{len(chosen)} {r.name}: finished earlier, kept[/]", soft_wrap=True)
             continue
+        if (needs := missing_input(r)) is not None:
+            skipped.append(r.name)
+            if is_main_rank():
+                console.print(f"[yellow]{i}/{len(chosen)} {r.name}: skipped, it starts from {needs}, which does "
+                              "not exist here (train or select that first, from the folder that holds it)[/]",
+                              soft_wrap=True)
+            continue
         if is_main_rank():
             console.rule(f"{i}/{len(chosen)} {r.name} ({r.member}, {r.arch}, {r.task})")
         train(r, cache, run, device=device, resume=resume, progress=progress)
     if not is_main_rank():
         return out / INDEX_NAME
-    return write_index(out, [r.name for r in chosen])
+    index = write_index(out, [r.name for r in chosen])
+    if skipped:
+        console.print(f"[yellow]not trained (their starting points are missing): {', '.join(skipped)}[/]",
+                      soft_wrap=True)
+    return index
+
+
+def missing_input(recipe: Recipe) -> str | None:
+    """The file a recipe starts from (``train.init``) or learns from (``train.distill``) when it is not there.
+
+    Why: the recipes that continue another run (``init = "runs/cnn4_long/…"``)
+    or learn from a selected ensemble (``distill = "runs/round2.json"``) name
+    paths relative to the folder the command runs in; in a fresh checkout
+    those do not exist until their own recipes have run, and one such recipe
+    must not stop a ``train multi`` that has hours of other recipes to train.
+    """
+    for path in (recipe.train.init, recipe.train.distill):
+        if path and path != "shipped" and not Path(path).exists():
+            return path
+    return None
 
 
 def write_index(out: Path, names: list[str] | None = None) -> Path:
