@@ -24,8 +24,9 @@ INTRO = """# The shipped models
 `assets/models/` holds the ensemble that `guesser classify` and `guesser play` use when no
 `--models` is given. Its members were chosen by value: `guesser select` ran Caruana's greedy
 forward selection on the validation split over every run of the December 2026 rounds (the
-fine-tune chain `*_real` → `*_long` → `cnn4_longer`, the from-scratch `*_scratch` runs, the
-distilled `cnn4_kd` and the bigger `cnn4_wide`), adding at each step the run that raised val
+fine-tune chain `*_real` → `*_long` → `cnn4_longer` → `cnn4_longest` → `cnn4_cycle5`, the
+from-scratch `*_scratch` runs, the distilled `cnn4_kd` and `cnn4_kd2`, the bigger `cnn4_wide` and
+the widened `cnn4_wide2` and `cnn3_wide2`), adding at each step the run that raised val
 (label mAP + family mAP) / 2 most, with repeats as weights, and stopped when nothing helped; runs
 that never helped are not shipped (the selection is printed in docs/training.md). The corpus is
 `fsd50k-mini` with its real speech, coughs and breathing and 865 Kitchen20 recordings (6,144
@@ -35,7 +36,8 @@ How they were made ({hours:.1f} hours of training wall time for the shipped mode
 on this project's 2-core CPU shared with up to five other runs at a time; no GPU). Each `*_real`
 recipe fine-tunes the model shipped before the kitchen part (`train.init = "shipped"`), each
 `*_long` recipe continues the `*_real` model for a new cosine cycle (also `"shipped"`, after the
-first round's export), and `cnn4_longer` continues `runs/cnn4_long` for a third:
+first round's export), and `cnn4_longer`, `cnn4_longest` and `cnn4_cycle5` each continue the
+previous cycle's run (`init = "runs/…/best.safetensors"`):
 
 ```bash
 guesser preprocess ../shared/fsd50k-mini --out cache --features compact
@@ -55,6 +57,14 @@ guesser train one cnn4_scratch --cache cache --out runs/cnn4_scratch   # 36
 guesser train one cnn3_scratch --cache cache --out runs/cnn3_scratch   # 24
 guesser train one family_cnn_scratch --cache cache --out runs/family_cnn_scratch   # 24
 guesser train one cnn4_wide --cache cache --out runs/cnn4_wide         # 8
+guesser select runs/*/ --cache cache --out runs/round2.json
+guesser export runs/round2.json --out assets/models --background cache
+# round 3, from round 2's models: a fourth and fifth cycle, round 2 as teacher, widened models
+guesser train one cnn4_longest --cache cache --out runs/cnn4_longest   # 16, from runs/cnn4_longer
+guesser train one cnn4_kd2 --cache cache --out runs/cnn4_kd2           # 8 of 16, taught by runs/round2.json
+guesser train one cnn4_wide2 --cache cache --out runs/cnn4_wide2       # 12, runs/cnn4_longer widened
+guesser train one cnn3_wide2 --cache cache --out runs/cnn3_wide2       # 12, runs/cnn3_long widened
+guesser train one cnn4_cycle5 --cache cache --out runs/cnn4_cycle5     # 12, from runs/cnn4_longest
 guesser select runs/*/ --cache cache --out runs/selected.json
 guesser evaluate runs/selected.json --cache cache --groups ../shared/fsd50k-mini/sources.csv:origin
 guesser export runs/selected.json --out assets/models --background cache   # + background.safetensors
@@ -138,7 +148,9 @@ def card(path: Path, entry: IndexEntry) -> str:
     lines.append(f"| weight in the ensemble | {entry.ensemble_weight:g} (times forward selection on val picked it) |")
     init = t.get("init")
     if init:
-        lines.append(f"| started from | the previously shipped {meta.member} model (`train.init = \"{init}\"`) |")
+        start = (f"the previously shipped {meta.member} model (`train.init = \"shipped\"`)" if init == "shipped"
+                 else f"`{init}` (`train.init`: the run's previous cycle)")
+        lines.append(f"| started from | {start} |")
     return "\n".join(lines) + "\n"
 
 
@@ -158,8 +170,9 @@ def ensemble_section(path: Path | None, before: Path | None = None, goals: Path 
     s = data.summary
     out = ["## The ensemble", "",
            "Label probabilities and family scores are weighted means over the selected models (weights from",
-           "the selection; see docs/inference.md). On the eval split, with the previously shipped ensemble",
-           "(round 1: cnn4_real, cnn3_real, family_cnn_real ×2) scored on the same clips:", "",
+           "the selection; see docs/inference.md). On the eval split"
+           + (f", with the previously shipped ensemble ({', '.join(old.models or ())}) scored on the same clips:"
+              if old else ":"), "",
            "| ensemble | mAP | d' | lwlrap | family mAP | F1 macro |", "|---|---|---|---|---|---|",
            f"| **shipped** | **{fmt(s.map)}** | {fmt(s.d_prime)} | {fmt(s.lwlrap)} | "
            f"{fmt(s.family_map)} | {fmt(s.f1_macro)} |"]
