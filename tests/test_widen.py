@@ -85,7 +85,7 @@ def test_a_recipe_with_a_wider_model_starts_from_the_narrow_checkpoint(tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(same.state_dict().values(), narrow.state_dict().values()))
 
 
-def test_a_narrower_or_a_fractional_width_is_refused_in_one_line(tmp_path):
+def test_a_narrower_or_a_fractional_width_is_refused(tmp_path):
     wide_recipe = tiny_recipe()
     wide_recipe = type(wide_recipe).from_dict({**wide_recipe.to_dict(), "model": {"width": 2}})
     path, classes = checkpoint_of(tmp_path, wide_recipe, trained_looking("cnn4", width=2))
