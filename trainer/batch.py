@@ -7,7 +7,7 @@ an uninterrupted one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -42,6 +42,21 @@ def task_targets(recipe: Recipe, split: CachedSplit, labels: LabelSpace) -> Targ
     fam = family_targets(split.targets, labels, recipe.train.families)
     keep = np.flatnonzero(fam.sum(axis=1) > 0)
     return Targets(fam, keep, FAMILY_SETS[recipe.train.families])
+
+
+def smooth_positives(t: Targets, eps: float, rows: np.ndarray | None = None) -> Targets:
+    """``t`` with the positive targets of ``rows`` (every row if None) lowered to 1 - ``eps``.
+
+    One-sided label smoothing: a clip labelled from a recording prompt
+    (Coswara's "breathe deeply") may hold the sound faintly or not at all, so
+    its positives should not be pushed to certainty; its negatives stay 0,
+    which keeps every "is it a positive" test (``y > 0``: oversampling, the
+    trained labels, positive weights) as it was.
+    """
+    y = t.y.copy()
+    sel = np.ones(len(y), bool) if rows is None else np.isin(np.arange(len(y)), rows)
+    y[sel] = np.where(y[sel] > 0, y[sel] * (1.0 - eps), y[sel])
+    return replace(t, y=y.astype(np.float32))
 
 
 def make_batch(split: CachedSplit, targets: Targets, idx: np.ndarray, cfg: FeatureConfig, recipe: Recipe,

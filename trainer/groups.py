@@ -63,6 +63,20 @@ def load_groups(spec: str) -> dict[str, str]:
     return groups
 
 
+def clips_in_groups(spec: str, fnames) -> np.ndarray:
+    """Indices of ``fnames`` whose group is named in ``FILE.csv:COLUMN=A,B`` (a recipe's ``smooth_groups``)."""
+    where, sep, wanted = spec.partition("=")
+    names = {w.strip() for w in wanted.split(",") if w.strip()}
+    if not sep or not names:
+        raise DataError(f"{spec}: expected FILE.csv:COLUMN=GROUP[,GROUP]")
+    groups = load_groups(where)
+    picked = np.flatnonzero([groups.get(str(f)) in names for f in fnames])
+    if len(picked) == 0:
+        known = sorted(set(groups.values()))
+        raise DataError(f"{spec}: no train clip is in {', '.join(sorted(names))} (groups: {', '.join(known[:12])})")
+    return picked
+
+
 def _top_hit(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """[N] bool: the highest-scored class is a true one."""
     return truth[np.arange(len(scores)), scores.argmax(axis=1)] > 0

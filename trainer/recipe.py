@@ -73,6 +73,8 @@ class TrainConfig:
     val_every: int = 1
     distill: str = ""  # teacher: "shipped" or a models index/folder/checkpoint; "" = hard labels only (trainer/distill.py)
     distill_weight: float = 0.5  # loss = (1 - w) * hard-label loss + w * distillation loss
+    label_smoothing: float = 0.0  # labels task: a train clip's positive targets become 1 - ε (trainer/batch.py)
+    smooth_groups: str = ""  # "FILE.csv:COLUMN=A,B": smooth only the train clips of those groups; "" = every clip
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,10 @@ class Recipe:
              "train.crop_seconds is only for cnn6 (the seed CNNs' 4×4 pooling must see the inference window)"),
             (t.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
             (0 <= t.distill_weight <= 1, "train.distill_weight must be in [0, 1]"),
+            (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+            (t.label_smoothing == 0 or self.task == "labels", "train.label_smoothing is for the labels task"),
+            (not t.smooth_groups or (t.label_smoothing > 0 and "=" in t.smooth_groups),
+             "train.smooth_groups needs label_smoothing > 0 and the form FILE.csv:COLUMN=GROUP[,GROUP]"),
             (not t.pretrained or self.arch == "cnn6", "train.pretrained is only for cnn6 (PANNs weights)"),
             (all(0 <= v <= 1 for v in self.augment.probabilities.values()), "augment probabilities must be in [0, 1]"),
             (self.augment.background_snr_min <= self.augment.background_snr_max, "augment.background_snr_min must be <= background_snr_max"),

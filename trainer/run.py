@@ -21,10 +21,11 @@ from guesser.labels import LabelSpace, Vocabulary, default_label_space
 from guesser.models import build_model
 from trainer import ddp
 from trainer.background import ambient_clips
-from trainer.batch import Targets, task_targets
+from trainer.batch import Targets, smooth_positives, task_targets
 from trainer.cache import CachedSplit, FeatureCache, find_cache
 from trainer.device import autocast_dtype
 from trainer.distill import soft_targets
+from trainer.groups import clips_in_groups
 from trainer.losses import Criterion, positive_weights, prior_bias
 from trainer.optim import make_ema, make_optimizer
 from trainer.recipe import Recipe
@@ -118,6 +119,9 @@ def load_data(recipe: Recipe, cache_root: str | Path) -> RunData:
     tr, va = task_targets(recipe, train_split, labels), task_targets(recipe, val_split, labels)
     if len(tr.keep) == 0 or len(va.keep) == 0:
         raise GuesserError(f"{cache.directory}: no usable train or val clips for task {recipe.task!r}")
+    if recipe.train.label_smoothing:
+        rows = clips_in_groups(recipe.train.smooth_groups, train_split.fnames) if recipe.train.smooth_groups else None
+        tr = smooth_positives(tr, recipe.train.label_smoothing, rows)
     trained_labels = [tr.classes[k] for k in np.flatnonzero(tr.y[tr.keep].sum(axis=0) > 0)]
     background = ambient_clips(train_split.targets, train_split.vocabulary) if recipe.augment.background_p else None
     return RunData(cache, cfg, train_split, val_split, tr, va, trained_labels, background)
