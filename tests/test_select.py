@@ -26,8 +26,9 @@ def targets(seed: int = 0) -> np.ndarray:
     return y
 
 
-def run(name: str, probs: np.ndarray, y: np.ndarray, task: str = "labels", classes=NAMES) -> ModelRun:
-    model = SimpleNamespace(name=name, member=name, task=task, classes=tuple(classes), family_weight=1.0,
+def run(name: str, probs: np.ndarray, y: np.ndarray, task: str = "labels", classes=NAMES,
+        member: str | None = None) -> ModelRun:
+    model = SimpleNamespace(name=name, member=member or name, task=task, classes=tuple(classes), family_weight=1.0,
                             path=__import__("pathlib").Path(f"/runs/{name}/best.safetensors"))
     s = Scores(np.array([str(i) for i in range(N)]), probs.astype(np.float32), y)
     return ModelRun(model, s, s, __import__("pathlib").Path("/cache"))
@@ -56,6 +57,17 @@ def test_forward_select_combines_complementary_models():
     assert set(sel.weights) == {"a", "b"}  # two independent noisy views average to a better one
     alone = max(objective([a, b], {"a": 1})[0], objective([a, b], {"b": 1})[0])
     assert sel.objective > alone
+
+
+def test_one_run_per_member_as_export_requires(tmp_path):
+    y = targets(3)
+    a = run("a", noisy(y, 0.9, 4), y, member="cnn4")
+    b = run("b", noisy(y, 0.9, 5), y, member="cnn4")
+    assert objective([a, b], {"a": 1, "b": 1})[0] > max(objective([a, b], {"a": 1})[0], objective([a, b], {"b": 1})[0])
+    sel = forward_select([a, b])  # the pair would be better, but they are one member's two runs
+    assert len(sel.weights) == 1 and sel.history[0].added in sel.weights
+    c = run("c", noisy(y, 0.9, 6), y, member="cnn3")  # another member: it may join
+    assert set(forward_select([a, b, c]).weights) in ({"a", "c"}, {"b", "c"})
 
 
 def test_a_family_model_alone_is_no_ensemble():

@@ -3,7 +3,10 @@
 Greedy forward selection with replacement: start from nothing; at each step
 add the candidate run (any trained run, any member, old or new) whose addition
 gives the best validation objective; stop when no addition improves it by more
-than ``tol``. A run's weight is how often it was picked. A run that never
+than ``tol``. A run's weight is how often it was picked. Each member is one
+run: the ensemble is every member's best model (``guesser export`` writes one
+file per member), so once a member has a run, its other runs are no longer
+candidates; picking that run again still raises its weight. A run that never
 improves val is left out, however much it cost to train: every model in the
 shipped ensemble has earned its place, and the ones that did not cost nothing
 at inference.
@@ -51,6 +54,8 @@ def forward_select(runs, max_steps: int = 12, tol: float = 1e-4) -> Selection:
     for step in range(max_steps):
         trials = []
         for r in runs:
+            if _member_taken(runs, counts, r):
+                continue
             w = dict(counts)
             w[r.model.name] = w.get(r.model.name, 0) + 1
             if not any(n for n, c in w.items() if c and _task(runs, n) == TASK_LABELS):
@@ -63,6 +68,15 @@ def forward_select(runs, max_steps: int = 12, tol: float = 1e-4) -> Selection:
         sel.history.append(SelectionStep(step + 1, name, score, lab, fam))
     sel.weights, sel.objective = counts, best
     return sel
+
+
+def _member_taken(runs, counts: dict[str, int], r) -> bool:
+    """Whether another run of ``r``'s member is already in the ensemble."""
+    return any(c and n != r.model.name and _member(runs, n) == r.model.member for n, c in counts.items())
+
+
+def _member(runs, name: str) -> str:
+    return next(r.model.member for r in runs if r.model.name == name)
 
 
 def _task(runs, name: str) -> str:
