@@ -265,3 +265,28 @@ def test_family_models_weight_is_chosen_on_val_and_recorded_for_the_app(evaluate
     assert entries["tiny_family"].get("family_weight", 1.0) == chosen  # the index leaves out the default, 1
     assert "family_weight" not in entries["tiny_cnn4"]
     assert [m.family_weight for m in Ensemble.load([runs / "index.json"]).models if m.task == "families"] == [chosen]
+
+
+def test_select_keeps_one_run_per_member_so_export_takes_its_index(cache_root, tmp_path, tmp_path_factory):
+    """Two cnn4 runs among the candidates: the index names one of them, and ``export`` accepts it."""
+    from tinyruns import RECIPES, recipe
+    from trainer.train import train
+
+    base = build_runs(cache_root, tmp_path_factory.getbasetemp() / "tiny-runs")
+    spec = dict(RECIPES[0], name="tiny_cnn4_b", train={"seed": 1})
+    train(recipe(spec), cache_root, tmp_path / "tiny_cnn4_b", device="cpu", progress=False, log=lambda *_: None)
+    runs = [base / "tiny_cnn4", tmp_path / "tiny_cnn4_b", base / "tiny_cnn3", base / "tiny_family"]
+    res = CliRunner().invoke(app, ["select", *map(str, runs), "--cache", str(cache_root),
+                                   "--out", str(tmp_path / "selected.json")], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    models = json.loads((tmp_path / "selected.json").read_text())["models"]
+    members = [e["member"] for e in models]
+    assert len(members) == len(set(members))
+    cnn4 = [e["name"] for e in models if e["member"] == "cnn4"]
+    assert len(cnn4) == 1  # on these runs val takes a cnn4; the other is named as such, not as one that never helped
+    other = ({"tiny_cnn4", "tiny_cnn4_b"} - set(cnn4)).pop()
+    assert f"other runs of the chosen members (one run each): {other}" in " ".join(res.output.split())
+    out = CliRunner().invoke(app, ["export", str(tmp_path / "selected.json"), "--out", str(tmp_path / "shipped")])
+    assert out.exit_code == 0, out.output
+    shipped = json.loads((tmp_path / "shipped" / "index.json").read_text())["models"]
+    assert sorted(e["member"] for e in shipped) == sorted(members)

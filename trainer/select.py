@@ -151,7 +151,10 @@ def run_select(runs: list[Path], cache: Path, out: Path, *, max_steps: int = 12,
     for h in sel.history:
         table.add_row(str(h.step), h.added, f"{h.objective:.4f}", f"{h.val_map:.4f}", f"{h.val_family_map:.4f}")
     console.print(table)
-    left_out = [c.model.name for c in candidates if c.model.name not in sel.weights]
+    chosen = {c.model.member for c in candidates if c.model.name in sel.weights}
+    left_out = [c.model.name for c in candidates if c.model.name not in sel.weights and c.model.member not in chosen]
+    second = [c.model.name for c in candidates if c.model.name not in sel.weights and c.model.member in chosen]
     console.print("weights: " + ", ".join(f"{n} {w}" for n, w in sel.weights.items())
-                  + (f"; left out (never improved val): {', '.join(left_out)}" if left_out else ""))
+                  + (f"; left out (never improved val): {', '.join(left_out)}" if left_out else "")
+                  + (f"; other runs of the chosen members (one run each): {', '.join(second)}" if second else ""))
     return sel
