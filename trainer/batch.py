@@ -53,10 +53,10 @@ def smooth_positives(t: Targets, eps: float, rows: np.ndarray | None = None) -> 
     which keeps every "is it a positive" test (``y > 0``: oversampling, the
     trained labels, positive weights) as it was.
     """
-    y = t.y.copy()
-    sel = np.ones(len(y), bool) if rows is None else np.isin(np.arange(len(y)), rows)
-    y[sel] = np.where(y[sel] > 0, y[sel] * (1.0 - eps), y[sel])
-    return replace(t, y=y.astype(np.float32))
+    y = t.y.astype(np.float32)  # a copy
+    sel = slice(None) if rows is None else rows
+    y[sel] = np.where(y[sel] > 0, y[sel] * np.float32(1.0 - eps), y[sel])
+    return replace(t, y=y)
 
 
 def make_batch(split: CachedSplit, targets: Targets, idx: np.ndarray, cfg: FeatureConfig, recipe: Recipe,
