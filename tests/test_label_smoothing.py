@@ -117,3 +117,15 @@ def test_families_do_not_take_label_smoothing():
     with pytest.raises(RecipeError, match="label_smoothing is for the labels task"):
         Recipe.from_dict({"name": "f", "member": "family_cnn", "arch": "family_cnn", "task": "families",
                           "train": {"loss": "ce", "label_smoothing": 0.1}})
+
+
+def test_train_multi_skips_a_recipe_whose_groups_csv_is_not_here(tmp_path):
+    """fsd50k-mini's sources.csv is not beside the real FSD50K: ``train multi`` skips that recipe, not the run."""
+    from trainer.multi import missing_input
+
+    sources = tmp_path / "sources.csv"
+    recipe = tiny_recipe(label_smoothing=0.1, smooth_groups=f"{sources}:origin=coswara")
+    assert missing_input(recipe) == str(sources)
+    sources.write_text("fname,origin\n1,coswara\n")
+    assert missing_input(recipe) is None
+    assert missing_input(tiny_recipe()) is None

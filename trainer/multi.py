@@ -19,6 +19,7 @@ from guesser.errors import GuesserError
 from guesser.features import FeatureConfig
 from trainer.cache import cache_dir, is_complete
 from trainer.cache_build import build_cache
+from trainer.groups import parse_spec
 from trainer.preprocess import recorded_data_root
 from trainer.recipe import Recipe, shipped_recipes
 from trainer.records import RunSummary
@@ -108,7 +109,7 @@ def train_all(*, cache: Path, data: Path | None, out: Path, recipes: str | None,
         if (needs := missing_input(r)) is not None:
             skipped.append(r.name)
             if is_main_rank():
-                console.print(f"[yellow]{i}/{len(chosen)} {r.name}: skipped, it starts from {needs}, which does "
+                console.print(f"[yellow]{i}/{len(chosen)} {r.name}: skipped, it needs {needs}, which does "
                               "not exist here (train or select that first, from the folder that holds it)[/]",
                               soft_wrap=True)
             continue
@@ -125,15 +126,18 @@ def train_all(*, cache: Path, data: Path | None, out: Path, recipes: str | None,
 
 
 def missing_input(recipe: Recipe) -> str | None:
-    """The file a recipe starts from (``train.init``) or learns from (``train.distill``) when it is not there.
+    """The file a recipe starts from (``train.init``), learns from (``train.distill``) or reads its
+    smoothed groups from (``train.smooth_groups``' CSV) when it is not there.
 
     Why: the recipes that continue another run (``init = "runs/cnn4_long/…"``)
     or learn from a selected ensemble (``distill = "runs/round2.json"``) name
     paths relative to the folder the command runs in; in a fresh checkout
-    those do not exist until their own recipes have run, and one such recipe
-    must not stop a ``train multi`` that has hours of other recipes to train.
+    those do not exist until their own recipes have run (and fsd50k-mini's
+    sources.csv is not beside the real FSD50K), and one such recipe must not
+    stop a ``train multi`` that has hours of other recipes to train.
     """
-    for path in (recipe.train.init, recipe.train.distill):
+    groups_csv = str(parse_spec(recipe.train.smooth_groups.partition("=")[0])[0]) if recipe.train.smooth_groups else ""
+    for path in (recipe.train.init, recipe.train.distill, groups_csv):
         if path and path != "shipped" and not Path(path).exists():
             return path
     return None
