@@ -63,6 +63,11 @@ def load_groups(spec: str) -> dict[str, str]:
     return groups
 
 
+def csv_of(spec: str) -> Path:
+    """The CSV that ``FILE.csv:COLUMN`` or ``FILE.csv:COLUMN=A,B`` reads."""
+    return parse_spec(spec.partition("=")[0])[0]
+
+
 def clips_in_groups(spec: str, fnames) -> np.ndarray:
     """Indices of ``fnames`` whose group is named in ``FILE.csv:COLUMN=A,B`` (a recipe's ``smooth_groups``)."""
     where, sep, wanted = spec.partition("=")

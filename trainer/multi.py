@@ -19,7 +19,7 @@ from guesser.errors import GuesserError
 from guesser.features import FeatureConfig
 from trainer.cache import cache_dir, is_complete
 from trainer.cache_build import build_cache
-from trainer.groups import parse_spec
+from trainer.groups import csv_of
 from trainer.preprocess import recorded_data_root
 from trainer.recipe import Recipe, shipped_recipes
 from trainer.records import RunSummary
@@ -136,7 +136,7 @@ def missing_input(recipe: Recipe) -> str | None:
     sources.csv is not beside the real FSD50K), and one such recipe must not
     stop a ``train multi`` that has hours of other recipes to train.
     """
-    groups_csv = str(parse_spec(recipe.train.smooth_groups.partition("=")[0])[0]) if recipe.train.smooth_groups else ""
+    groups_csv = str(csv_of(recipe.train.smooth_groups)) if recipe.train.smooth_groups else ""
     for path in (recipe.train.init, recipe.train.distill, groups_csv):
         if path and path != "shipped" and not Path(path).exists():
             return path
