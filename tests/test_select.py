@@ -59,7 +59,7 @@ def test_forward_select_combines_complementary_models():
     assert sel.objective > alone
 
 
-def test_one_run_per_member_as_export_requires(tmp_path):
+def test_one_run_per_member_as_export_requires():
     y = targets(3)
     a = run("a", noisy(y, 0.9, 4), y, member="cnn4")
     b = run("b", noisy(y, 0.9, 5), y, member="cnn4")
