@@ -120,7 +120,7 @@ def train_all(*, cache: Path, data: Path | None, out: Path, recipes: str | None,
         return out / INDEX_NAME
     index = write_index(out, [r.name for r in chosen])
     if skipped:
-        console.print(f"[yellow]not trained (their starting points are missing): {', '.join(skipped)}[/]",
+        console.print(f"[yellow]not trained (a file they need is missing): {', '.join(skipped)}[/]",
                       soft_wrap=True)
     return index
 
